@@ -1,0 +1,114 @@
+"""Environment throughput: env steps per second for every env, random and 64×64 tanh MLP policy.
+
+Each measurement is one jitted ``jmeta.rollout.rollout_batch`` over ``tasks × episodes`` parallel
+rollouts of T steps with automatic resets (so every step is a real env step), timed as the median
+of several calls after compilation. Compile time is ``lower().compile()`` wall time.
+
+    python benchmarks/env_throughput.py [--quick] [--out PATH.json]
+
+Headline: ``point_nav_mlp_steps_per_s`` (best over batch >= 400; issue target >= 5 M/s on 2 CPU
+cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+import jmeta  # noqa: E402
+from jmeta.networks import make_mlp_policy  # noqa: E402
+from jmeta.rollout import rollout_batch  # noqa: E402
+
+# (num_tasks, num_episodes) per batch size.
+FULL_BATCHES = [(1, 1), (4, 4), (8, 8), (16, 16), (20, 20), (32, 32), (64, 64)]
+QUICK_BATCHES = [(1, 1), (20, 20)]
+
+
+def random_policy(env):
+    def act(params, carry, obs, key):
+        return carry, env.action_space().sample(key), {}
+
+    return None, act
+
+
+def measure(env_name: str, policy_kind: str, num_tasks: int, num_episodes: int, num_steps: int,
+            repeats: int) -> dict:
+    env, tasks = jmeta.make(env_name)
+    if policy_kind == "random":
+        params, act = random_policy(env)
+    else:
+        mlp = make_mlp_policy(env, (64, 64), "tanh")
+        params, act = mlp.init(jax.random.key(0)), mlp.act
+    env_params = tasks.sample_batch(jax.random.key(1), num_tasks)
+
+    def run(policy_params, env_params, key):
+        _, traj = rollout_batch(env, act, policy_params, env_params, key, num_steps,
+                                num_episodes=num_episodes, auto_reset=True)
+        return jnp.sum(traj.reward)  # a scalar keeps the output transfer out of the timing
+
+    t0 = time.perf_counter()
+    compiled = jax.jit(run).lower(params, env_params, jax.random.key(2)).compile()
+    compile_s = time.perf_counter() - t0
+    keys = iter(jax.random.split(jax.random.key(3), repeats + 1))
+    jax.block_until_ready(compiled(params, env_params, next(keys)))  # warm-up
+    median_s, _ = _common.time_call(lambda: compiled(params, env_params, next(keys)), repeats)
+    batch = num_tasks * num_episodes
+    return {
+        "env": env_name, "policy": policy_kind, "num_tasks": num_tasks,
+        "num_episodes": num_episodes, "batch": batch, "num_steps": num_steps,
+        "steps_per_s": batch * num_steps / median_s, "median_s": median_s,
+        "compile_s": compile_s,
+    }
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small configuration (smoke run)")
+    ap.add_argument("--out", default="benchmarks/results/env_throughput.json")
+    ap.add_argument("--steps", type=int, default=None, help="rollout length T (default 100)")
+    args = ap.parse_args(argv)
+
+    batches = QUICK_BATCHES if args.quick else FULL_BATCHES
+    num_steps = args.steps or (50 if args.quick else 100)
+    repeats = 3 if args.quick else 7
+    env_names = ["point-nav"] if args.quick else jmeta.envs.names()
+    rows = []
+    for name in env_names:
+        for kind in ("random", "mlp"):
+            for nt, ne in batches:
+                rows.append(measure(name, kind, nt, ne, num_steps, repeats))
+                r = rows[-1]
+                print(f"{name:15s} {kind:6s} batch {r['batch']:5d}: "
+                      f"{r['steps_per_s'] / 1e6:8.3f} M steps/s (compile {r['compile_s']:.2f} s)",
+                      flush=True)
+
+    nav_mlp = [r for r in rows if r["env"] == "point-nav" and r["policy"] == "mlp"
+               and r["batch"] >= 400]
+    headline = {"point_nav_mlp_steps_per_s": max(r["steps_per_s"] for r in nav_mlp)}
+    for name in env_names:
+        for kind in ("random", "mlp"):
+            best = max(r["steps_per_s"] for r in rows if r["env"] == name and r["policy"] == kind)
+            headline[f"{name.replace('-', '_')}_{kind}_best_steps_per_s"] = best
+    config = {"batches": batches, "num_steps": num_steps, "repeats": repeats, "quick": args.quick,
+              "auto_reset": True, "mlp": "64x64 tanh"}
+    _common.write_json(args.out, headline, config, rows=rows)
+
+    print(f"\n{'env':15s} {'policy':6s} {'batch':>6s} {'M steps/s':>10s} {'compile s':>9s}")
+    for r in rows:
+        print(f"{r['env']:15s} {r['policy']:6s} {r['batch']:6d} {r['steps_per_s'] / 1e6:10.3f} "
+              f"{r['compile_s']:9.2f}")
+    print(f"\npoint_nav_mlp_steps_per_s (batch >= 400): "
+          f"{headline['point_nav_mlp_steps_per_s'] / 1e6:.2f} M/s (target >= 5 M/s)")
+    return headline
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""``jmeta.make(name, **overrides) -> (env, tasks)`` and the registry of named environments."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from jmeta.envs import bandit, cold_start_rec, point_nav, tabular_mdp
+from jmeta.envs.base import Environment
+from jmeta.envs.tasks import TaskDistribution
+from jmeta.envs.wrappers import with_observation_noise
+
+Builder = Callable[[Any], tuple[Environment, TaskDistribution]]
+
+_REGISTRY: dict[str, tuple[type, Builder]] = {}
+
+
+def register(name: str, config_cls: type, builder: Builder) -> None:
+    """Registers ``builder(config_cls(**overrides)) -> (env, tasks)`` under ``name``."""
+    if not dataclasses.is_dataclass(config_cls):
+        raise TypeError(f"config_cls must be a dataclass, got {config_cls!r}")
+    if name in _REGISTRY:
+        raise ValueError(f"environment {name!r} is already registered")
+    _REGISTRY[name] = (config_cls, builder)
+
+
+def names() -> list[str]:
+    """The registered environment names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def config_class(name: str) -> type:
+    """The config dataclass of ``name`` (its fields are the overrides ``make`` accepts)."""
+    _check_name(name)
+    return _REGISTRY[name][0]
+
+
+def describe(name: str) -> dict[str, Any]:
+    """Options of ``name`` with their defaults (``obs_noise`` is accepted by every env)."""
+    cls = config_class(name)
+    options = {f.name: f.default for f in dataclasses.fields(cls)}
+    options["obs_noise"] = None
+    return options
+
+
+def _check_name(name: str) -> None:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown environment {name!r}; valid names: {', '.join(names())}")
+
+
+def make(name: str, *, obs_noise: Any = None, ood_obs_noise: Any = None, **overrides: Any):
+    """Builds a registered environment and its task distribution.
+
+    Args:
+      name: one of :func:`names`.
+      obs_noise: optional per-task sensor noise std, a number or a ``(low, high)`` range sampled
+        per task (wraps the env with :class:`jmeta.envs.wrappers.ObservationNoise`).
+      ood_obs_noise: the ``ood`` split's noise range (default: ``obs_noise``).
+      **overrides: fields of the env's config (see :func:`describe`), e.g. ``goal_radius=0.5``,
+        ``num_arms=10``, ``friction=(0.5, 0.9)``.
+
+    Returns:
+      ``(env, tasks)``: the environment and its :class:`TaskDistribution` (``tasks.train``,
+      ``tasks.test``, ``tasks.ood``).
+
+    Raises:
+      ValueError: unknown name (lists the valid names), unknown override (lists the valid
+        ones) or an invalid value (names the field).
+
+    >>> env, tasks = make("bandit", num_arms=10)
+    """
+    _check_name(name)
+    config_cls, builder = _REGISTRY[name]
+    valid = [f.name for f in dataclasses.fields(config_cls)]
+    unknown = [k for k in overrides if k not in valid]
+    if unknown:
+        raise ValueError(
+            f"unknown override(s) {', '.join(map(repr, unknown))} for environment {name!r}; "
+            f"valid: {', '.join(valid + ['obs_noise', 'ood_obs_noise'])}"
+        )
+    env, tasks = builder(config_cls(**overrides))
+    if obs_noise is not None:
+        env, tasks = with_observation_noise(env, tasks, obs_noise, ood_obs_noise)
+    elif ood_obs_noise is not None:
+        raise ValueError("ood_obs_noise needs obs_noise (the train/test noise range) too")
+    return env, tasks
+
+
+register("bandit", bandit.BanditConfig, bandit.build)
+register("tabular-mdp", tabular_mdp.TabularMDPConfig, tabular_mdp.build)
+register("point-nav", point_nav.PointNavConfig, point_nav.build)
+register("cold-start-rec", cold_start_rec.ColdStartConfig, cold_start_rec.build)

@@ -1,0 +1,156 @@
+"""Rollouts: one ``lax.scan`` per episode batch, vmapped over tasks × episodes.
+
+One rollout serves every algorithm: a policy is ``policy(params, carry, obs, key) -> (carry,
+action, extras)`` where ``carry`` is a recurrent state (``()`` for feed-forward policies) and
+``extras`` any per-step pytree (log-probabilities, values) recorded in the trajectory.
+
+>>> import jax, jmeta
+>>> from jmeta.rollout import rollout
+>>> env, tasks = jmeta.make("point-nav")
+>>> def policy(params, carry, obs, key):
+...     return carry, jax.random.uniform(key, (2,), minval=-0.1, maxval=0.1), {}
+>>> _, traj = rollout(env, policy, None, tasks.sample(jax.random.key(0)), jax.random.key(1), 100)
+>>> traj.reward.shape
+(100,)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from jmeta.envs.base import Environment
+from jmeta.envs.tasks import check_positive_int
+from jmeta.envs.wrappers import auto_reset_step
+from jmeta.types import Policy, PyTree, Trajectory
+
+
+@struct.dataclass
+class RolloutCarry:
+    """What a rollout's scan carries from step to step (returned at the end).
+
+    Attributes:
+      env_state: the environment state.
+      obs: the current observation.
+      policy_carry: the policy's recurrent state.
+      done: the episode has ended (only without automatic resets; later steps are padding).
+    """
+
+    env_state: Any
+    obs: jax.Array
+    policy_carry: PyTree
+    done: jax.Array
+
+
+def rollout(
+    env: Environment,
+    policy: Policy,
+    policy_params: PyTree,
+    env_params: PyTree,
+    key: jax.Array,
+    num_steps: int,
+    *,
+    init_carry: PyTree = (),
+    auto_reset: bool = False,
+) -> tuple[RolloutCarry, Trajectory]:
+    """Runs ``num_steps`` steps of ``policy`` in the task ``env_params`` from a fresh reset.
+
+    Args:
+      env: the environment.
+      policy: ``policy(params, carry, obs, key) -> (carry, action, extras)``.
+      policy_params: the policy's parameters.
+      env_params: the task.
+      key: PRNG key.
+      num_steps: number of steps T (static).
+      init_carry: the policy's initial recurrent state (``()`` for feed-forward policies).
+      auto_reset: when an episode ends, start a new one of the same task (the policy carry is
+        *not* reset: reset it in the policy from ``obs`` if needed; RL² trials never reset it).
+        Without it, steps after the end are padding: ``valid=False``, reward 0, flags False.
+
+    Returns:
+      ``(final carry, trajectory)`` with trajectory fields of shape ``[T, ...]``.
+    """
+    num_steps = check_positive_int("num_steps", num_steps)
+    k_reset, k_steps = jax.random.split(key)
+    obs, env_state = env.reset(k_reset, env_params)
+    carry0 = RolloutCarry(env_state, obs, init_carry, jnp.zeros((), jnp.bool_))
+    # All per-step keys (policy, env step, env reset) in one vectorised split before the scan:
+    # much cheaper on CPU than splitting inside every step.
+    step_keys = jax.random.split(k_steps, (num_steps, 3 if auto_reset else 2))
+
+    def _env_step(carry: RolloutCarry, keys: jax.Array):
+        policy_carry, action, extras = policy(policy_params, carry.policy_carry, carry.obs, keys[0])
+        if auto_reset:
+            next_obs, env_state, reward, term, trunc, info, final_obs = auto_reset_step(
+                env, keys[1], keys[2], carry.env_state, action, env_params
+            )
+            valid = jnp.ones((), jnp.bool_)
+            done = carry.done
+        else:
+            next_obs, env_state, reward, term, trunc, info = env.step(
+                keys[1], carry.env_state, action, env_params
+            )
+            final_obs = next_obs
+            valid = jnp.logical_not(carry.done)
+            reward = jnp.where(valid, reward, 0.0)
+            term = jnp.logical_and(term, valid)
+            trunc = jnp.logical_and(trunc, valid)
+            done = jnp.logical_or(carry.done, jnp.logical_or(term, trunc))
+        step = Trajectory(
+            obs=carry.obs, action=action, reward=reward, terminated=term, truncated=trunc,
+            next_obs=final_obs, valid=valid, extras=extras, info=info,
+        )
+        return RolloutCarry(env_state, next_obs, policy_carry, done), step
+
+    return jax.lax.scan(_env_step, carry0, step_keys)
+
+
+def rollout_batch(
+    env: Environment,
+    policy: Policy,
+    policy_params: PyTree,
+    env_params: PyTree,
+    key: jax.Array,
+    num_steps: int,
+    *,
+    num_episodes: int = 1,
+    init_carry: PyTree = (),
+    auto_reset: bool = False,
+    params_per_task: bool = False,
+) -> tuple[RolloutCarry, Trajectory]:
+    """Rollouts of a batch of tasks, several independent episodes (or trials) each.
+
+    Args:
+      env, policy, key, num_steps, init_carry, auto_reset: as in :func:`rollout`.
+      policy_params: shared by all tasks, or with a leading ``[num_tasks]`` axis when
+        ``params_per_task`` (e.g. each task's adapted MAML parameters).
+      env_params: tasks stacked along a leading ``[num_tasks]`` axis.
+      num_episodes: independent rollouts per task (static).
+      params_per_task: whether ``policy_params`` has a task axis.
+
+    Returns:
+      ``(final carries, trajectories)``, every leaf ``[num_tasks, num_episodes, T, ...]``.
+    """
+    num_episodes = check_positive_int("num_episodes", num_episodes)
+    num_tasks = jax.tree.leaves(env_params)[0].shape[0]
+
+    def one_task(p_params, e_params, task_key):
+        keys = jax.random.split(task_key, num_episodes)
+        return jax.vmap(
+            lambda k: rollout(env, policy, p_params, e_params, k, num_steps,
+                              init_carry=init_carry, auto_reset=auto_reset)
+        )(keys)
+
+    in_axes = (0 if params_per_task else None, 0, 0)
+    return jax.vmap(one_task, in_axes=in_axes)(
+        policy_params, env_params, jax.random.split(key, num_tasks)
+    )
+
+
+def episode_returns(traj: Trajectory) -> jax.Array:
+    """Undiscounted return of each rollout: the sum of valid rewards over the time axis (-1 of
+    ``reward``), e.g. ``[num_tasks, num_episodes]`` for a batched trajectory."""
+    return jnp.sum(jnp.where(traj.valid, traj.reward, 0.0), axis=-1)

@@ -1,0 +1,40 @@
+"""Every benchmark script runs with --quick and writes the JSON of the convention (DESIGN.md §8)."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPTS = sorted(p for p in BENCH_DIR.glob("*.py") if not p.name.startswith("_"))
+# Headline keys each script must report (the names its issue gives).
+REQUIRED_KEYS = {
+    "env_throughput": ["point_nav_mlp_steps_per_s"],
+}
+
+
+def test_there_are_benchmarks():
+    assert any(p.name == "env_throughput.py" for p in SCRIPTS)
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
+def test_benchmark_quick_writes_convention_json(script, tmp_path):
+    out = tmp_path / f"{script.stem}.json"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=BENCH_DIR.parent,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert {"headline", "config", "machine"} <= set(data)
+    assert data["headline"], "empty headline"
+    missing = set(REQUIRED_KEYS.get(script.stem, [])) - set(data["headline"])
+    assert not missing, f"missing headline keys {sorted(missing)}"
+    for name, value in data["headline"].items():
+        assert isinstance(value, (int, float)) and math.isfinite(value), (name, value)
+    assert data["machine"]["jax"]
+    assert proc.stdout.strip(), "a benchmark ends by printing a table"
+
