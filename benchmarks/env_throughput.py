@@ -4,6 +4,12 @@ Each measurement is one jitted ``jmeta.rollout.rollout_batch`` over ``tasks × e
 rollouts of T steps with automatic resets (so every step is a real env step), timed as the median
 of several calls after compilation. Compile time is ``lower().compile()`` wall time.
 
+XLA's CPU backend runs most element-wise work of one computation on one thread. The script exposes
+every core as a host device (``--xla_force_host_platform_device_count``, set before JAX starts) and
+measures each configuration twice in the same process: on one device, and with the task axis
+sharded over all devices (a ``NamedSharding`` on mesh axis ``"tasks"``, as ``jmeta.sharding`` will
+do), so both sides run under the same conditions.
+
     python benchmarks/env_throughput.py [--quick] [--out PATH.json]
 
 Headline: ``point_nav_mlp_steps_per_s`` (best over batch >= 400; issue target >= 5 M/s on 2 CPU
@@ -13,12 +19,18 @@ cores).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
+if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               f" --xla_force_host_platform_device_count={os.cpu_count()}")
+
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
@@ -40,7 +52,7 @@ def random_policy(env):
 
 
 def measure(env_name: str, policy_kind: str, num_tasks: int, num_episodes: int, num_steps: int,
-            repeats: int) -> dict:
+            repeats: int, devices: int = 1) -> dict:
     env, tasks = jmeta.make(env_name)
     if policy_kind == "random":
         params, act = random_policy(env)
@@ -48,6 +60,9 @@ def measure(env_name: str, policy_kind: str, num_tasks: int, num_episodes: int, 
         mlp = make_mlp_policy(env, (64, 64), "tanh")
         params, act = mlp.init(jax.random.key(0)), mlp.act
     env_params = tasks.sample_batch(jax.random.key(1), num_tasks)
+    if devices > 1:
+        mesh = Mesh(jax.devices()[:devices], ("tasks",))
+        env_params = jax.device_put(env_params, NamedSharding(mesh, PartitionSpec("tasks")))
 
     def run(policy_params, env_params, key):
         _, traj = rollout_batch(env, act, policy_params, env_params, key, num_steps,
@@ -63,7 +78,7 @@ def measure(env_name: str, policy_kind: str, num_tasks: int, num_episodes: int, 
     batch = num_tasks * num_episodes
     return {
         "env": env_name, "policy": policy_kind, "num_tasks": num_tasks,
-        "num_episodes": num_episodes, "batch": batch, "num_steps": num_steps,
+        "num_episodes": num_episodes, "batch": batch, "num_steps": num_steps, "devices": devices,
         "steps_per_s": batch * num_steps / median_s, "median_s": median_s,
         "compile_s": compile_s,
     }
@@ -80,15 +95,19 @@ def main(argv=None) -> dict:
     num_steps = args.steps or (50 if args.quick else 100)
     repeats = 3 if args.quick else 7
     env_names = ["point-nav"] if args.quick else jmeta.envs.names()
+    num_devices = len(jax.devices())
     rows = []
     for name in env_names:
         for kind in ("random", "mlp"):
             for nt, ne in batches:
-                rows.append(measure(name, kind, nt, ne, num_steps, repeats))
-                r = rows[-1]
-                print(f"{name:15s} {kind:6s} batch {r['batch']:5d}: "
-                      f"{r['steps_per_s'] / 1e6:8.3f} M steps/s (compile {r['compile_s']:.2f} s)",
-                      flush=True)
+                for dev in sorted({1, num_devices}):
+                    if nt % dev:
+                        continue
+                    rows.append(measure(name, kind, nt, ne, num_steps, repeats, dev))
+                    r = rows[-1]
+                    print(f"{name:15s} {kind:6s} batch {r['batch']:5d} devices {dev}: "
+                          f"{r['steps_per_s'] / 1e6:8.3f} M steps/s "
+                          f"(compile {r['compile_s']:.2f} s)", flush=True)
 
     nav_mlp = [r for r in rows if r["env"] == "point-nav" and r["policy"] == "mlp"
                and r["batch"] >= 400]
@@ -97,14 +116,17 @@ def main(argv=None) -> dict:
         for kind in ("random", "mlp"):
             best = max(r["steps_per_s"] for r in rows if r["env"] == name and r["policy"] == kind)
             headline[f"{name.replace('-', '_')}_{kind}_best_steps_per_s"] = best
+    single = [r for r in nav_mlp if r["devices"] == 1]
+    headline["point_nav_mlp_steps_per_s_1_device"] = max(r["steps_per_s"] for r in single)
     config = {"batches": batches, "num_steps": num_steps, "repeats": repeats, "quick": args.quick,
-              "auto_reset": True, "mlp": "64x64 tanh"}
+              "auto_reset": True, "mlp": "64x64 tanh", "host_devices": num_devices}
     _common.write_json(args.out, headline, config, rows=rows)
 
-    print(f"\n{'env':15s} {'policy':6s} {'batch':>6s} {'M steps/s':>10s} {'compile s':>9s}")
+    print(f"\n{'env':15s} {'policy':6s} {'batch':>6s} {'devices':>7s} {'M steps/s':>10s} "
+          f"{'compile s':>9s}")
     for r in rows:
-        print(f"{r['env']:15s} {r['policy']:6s} {r['batch']:6d} {r['steps_per_s'] / 1e6:10.3f} "
-              f"{r['compile_s']:9.2f}")
+        print(f"{r['env']:15s} {r['policy']:6s} {r['batch']:6d} {r['devices']:7d} "
+              f"{r['steps_per_s'] / 1e6:10.3f} {r['compile_s']:9.2f}")
     print(f"\npoint_nav_mlp_steps_per_s (batch >= 400): "
           f"{headline['point_nav_mlp_steps_per_s'] / 1e6:.2f} M/s (target >= 5 M/s)")
     return headline
