@@ -13,6 +13,12 @@ SCRIPTS = sorted(p for p in BENCH_DIR.glob("*.py") if not p.name.startswith("_")
 # Headline keys each script must report (the names its issue gives).
 REQUIRED_KEYS = {
     "env_throughput": ["point_nav_mlp_steps_per_s"],
+    "maml_sinusoid": ["k5_mse_step1", "k5_mse_step5", "k5_mse_step10", "k10_mse_step1",
+                      "fomaml_k5_mse_step1", "digits_5way_1shot_acc", "digits_5way_5shot_acc",
+                      "remat_mem_ratio_20_vs_1"],
+    "maml_speed": ["jax_second_order_its", "jax_first_order_its", "jax_remat_its"],
+    "maml_rl_nav": ["return_step0", "return_step1", "return_step2", "return_step3"],
+    "maml_rl_speed": ["sec_per_iter", "compile_s", "flop_efficiency"],
 }
 
 

@@ -122,6 +122,10 @@ class TaskDistribution:
         object.__setattr__(self, "ranges", dict(self.ranges))
         object.__setattr__(self, "ood_ranges", dict(self.ood_ranges))
 
+    def __hash__(self) -> int:  # hashable, so it can be a static argument of jax.jit
+        return hash((self.env_name, self.sampler, tuple(sorted(self.ranges.items())),
+                     tuple(sorted(self.ood_ranges.items())), self.split))
+
     @property
     def active_ranges(self) -> dict[str, Range]:
         """The ranges this split samples from."""

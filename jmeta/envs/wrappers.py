@@ -291,3 +291,39 @@ class TrialWrapper(Wrapper):
         inner = self.env.observation_space(params)
         size = int(jnp.prod(jnp.array(inner.shape))) + self._action_dim(params) + 2
         return Box(-jnp.inf, jnp.inf, (size,))
+
+
+# --- task in the observation (oracle baselines) -----------------------------------------------
+class TaskInObservation(Wrapper):
+    """Appends task features to every observation: the "oracle" of Finn et al. 2017 (the policy
+    is told the task, e.g. the goal, so it needs no adaptation).
+
+    Args:
+      env: the environment.
+      features: ``features(params) -> [feature_dim]`` float vector describing the task.
+      feature_dim: its length.
+    """
+
+    def __init__(self, env: Environment, features, feature_dim: int):
+        super().__init__(env)
+        self.features = features
+        self.feature_dim = check_positive_int("feature_dim", feature_dim)
+
+    def _augment(self, obs, params):
+        f = jnp.reshape(jnp.asarray(self.features(params), jnp.float32), (-1,))
+        if f.shape != (self.feature_dim,):
+            raise ValueError(f"task features have shape {f.shape}, expected ({self.feature_dim},)")
+        return jnp.concatenate([jnp.reshape(obs, (-1,)).astype(jnp.float32), f])
+
+    def reset_env(self, key, params):
+        obs, state = self.env.reset(key, params)
+        return self._augment(obs, params), state
+
+    def step_env(self, key, state, action, params):
+        obs, state, reward, term, trunc, info = self.env.step(key, state, action, params)
+        return self._augment(obs, params), state, reward, term, trunc, info
+
+    def observation_space(self, params=None):
+        inner = self.env.observation_space(params)
+        size = int(jnp.prod(jnp.array(inner.shape))) + self.feature_dim
+        return Box(-jnp.inf, jnp.inf, (size,))

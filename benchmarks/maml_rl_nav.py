@@ -1,0 +1,219 @@
+"""MAML-RL on 2D navigation (point-nav, H=100): the adaptation table of Finn et al. 2017, Fig. 5.
+
+Methods, each meta-trained for ``--iterations`` meta-iterations (meta-batch 20 tasks, 20
+trajectories per task and step) and then evaluated with the paper's meta-test protocol on 40 fresh
+test tasks: 3 vanilla policy-gradient steps, each on 40 new trajectories, step α then α/2:
+
+* ``trpo``: MAML-TRPO, second order (the paper's method);
+* ``promp``: ProMP (LVC inner objective, clipped outer objective, inner KL penalty);
+* ``fomaml``: first-order MAML with the TRPO outer loop;
+* ``pretrained``: one policy trained with TRPO on all tasks, no meta-learning, then fine-tuned;
+* ``random``: a freshly initialised policy, fine-tuned;
+* ``oracle``: a policy that observes the goal, trained with TRPO on all tasks (no adaptation).
+
+Protocol choices (also written into the JSON): reward −L2 distance (the authors' code), inner
+step size α = 0.5 (the authors' evaluated checkpoint; the paper text says 0.1), linear feature
+baseline, GAE λ = 1, γ = 0.99, normalised advantages, TRPO max-KL 0.01.
+
+Training runs in jitted chunks with a checkpoint after each (``benchmarks/out/maml_rl_nav/``), so a
+killed run continues with ``--resume``.
+
+    python benchmarks/maml_rl_nav.py [--quick] [--out PATH.json] [--iterations N] [--resume]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+import jmeta  # noqa: E402
+from jmeta.algorithms import maml_rl  # noqa: E402
+from jmeta.envs import TaskInObservation  # noqa: E402
+
+REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+PAPER = {  # Finn et al. 2017, Fig. 5 / App. C (shared/reference/published.md)
+    "trpo": [-40.41, -11.68, -3.33, -3.23],
+    "pretrained": [-40.81, -19.73, -11.72, -8.47],
+    "random": [-82.66, -57.96, -53.84, -46.81],
+    "oracle": [-2.29],
+}
+METHODS = ("trpo", "promp", "fomaml", "pretrained", "oracle", "random")
+
+
+def method_config(method: str, quick: bool, inner_lr: float) -> maml_rl.Config:
+    common = dict(inner_lr=inner_lr, eval_steps=3, eval_episodes=40)
+    if quick:
+        common.update(num_tasks=4, num_episodes=4, eval_episodes=8)
+    if method in ("trpo", "random"):
+        return maml_rl.Config(**common)
+    if method == "fomaml":
+        return maml_rl.Config(first_order=True, **common)
+    if method == "promp":
+        return maml_rl.Config(outer="promp", **common)
+    if method in ("pretrained", "oracle"):
+        return maml_rl.Config(pretrain=True, **common)
+    raise ValueError(method)
+
+
+def build(method: str, config: maml_rl.Config):
+    env, tasks = jmeta.make("point-nav")
+    if method == "oracle":
+        env = TaskInObservation(env, lambda p: p.goal, 2)
+    return maml_rl.make(config, env, tasks), tasks
+
+
+def train_method(method, algo, iterations, chunk, ckpt_dir: Path, resume: bool, log):
+    state = algo.init(jax.random.key(0))
+    history: list[dict] = []
+    ckpt = ckpt_dir / f"{method}.msgpack"
+    hist_path = ckpt_dir / f"{method}.history.json"
+    if resume and ckpt.exists() and hist_path.exists():
+        raw = serialization.from_bytes(state.replace(key=jax.random.key_data(state.key)),
+                                       ckpt.read_bytes())
+        state = raw.replace(key=jax.random.wrap_key_data(raw.key))
+        history = json.loads(hist_path.read_text())
+        log(f"{method}: resumed at iteration {int(state.iteration)}")
+    train = jax.jit(algo.train, static_argnames="num_iterations")
+    compile_s = None
+    while int(state.iteration) < iterations:
+        n = min(chunk, iterations - int(state.iteration))
+        t0 = time.perf_counter()
+        state, metrics = train(state, num_iterations=n)
+        jax.block_until_ready(metrics)
+        dt = time.perf_counter() - t0
+        if compile_s is None:
+            compile_s = dt
+        for i in range(n):
+            history.append({"iteration": int(state.iteration) - n + i + 1,
+                            "return_pre": float(metrics["return_pre"][i]),
+                            "return_post": float(metrics["return_post"][i]),
+                            "seconds": dt / n})
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.write_bytes(serialization.to_bytes(state.replace(key=jax.random.key_data(state.key))))
+        hist_path.write_text(json.dumps(history))
+        log(f"{method}: iteration {int(state.iteration)}/{iterations}  "
+            f"pre {history[-1]['return_pre']:8.2f}  post {history[-1]['return_post']:8.2f}  "
+            f"({dt / n:.2f} s/iter)")
+    return state, history
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default="benchmarks/results/maml_rl_nav.json")
+    ap.add_argument("--iterations", type=int, default=None, help="meta-iterations (default 500)")
+    ap.add_argument("--inner-lr", type=float, default=0.5)
+    ap.add_argument("--methods", default=None,
+                    help=f"comma-separated subset of {','.join(METHODS)} (quick: trpo,random)")
+    ap.add_argument("--chunk", type=int, default=10, help="meta-iterations per jitted chunk")
+    ap.add_argument("--test-tasks", type=int, default=None, help="default 40")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--ckpt-dir", default="benchmarks/out/maml_rl_nav")
+    args = ap.parse_args(argv)
+
+    iterations = args.iterations or (3 if args.quick else 500)
+    test_tasks = args.test_tasks or (4 if args.quick else 40)
+    methods = [m for m in (args.methods or ("trpo,random" if args.quick else ",".join(METHODS)))
+               .split(",") if m]
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        ap.error(f"unknown methods {sorted(unknown)}; valid: {', '.join(METHODS)}")
+    log = lambda msg: print(msg, flush=True)  # noqa: E731
+    ckpt_dir = Path(args.ckpt_dir) / ("quick" if args.quick else "full")
+
+    results, curves = {}, {}
+    for method in methods:
+        config = method_config(method, args.quick, args.inner_lr)
+        algo, tasks = build(method, config)
+        if method == "random":
+            state, history = algo.init(jax.random.key(0)), []
+        else:
+            state, history = train_method(method, algo, iterations, args.chunk, ckpt_dir,
+                                          args.resume, log)
+        evaluate = jax.jit(jmeta.evaluate, static_argnums=(0, 2, 4))
+        ev = evaluate(algo, state, tasks.test, jax.random.key(123), test_tasks)
+        results[method] = {
+            "mean": np.asarray(ev.mean).tolist(), "std": np.asarray(ev.std).tolist(),
+            "sem": np.asarray(ev.sem).tolist(),
+            "sec_per_iter_median": float(np.median([h["seconds"] for h in history]))
+            if history else None,
+        }
+        curves[method] = history
+        log(f"{method}: return after 0..3 steps {np.round(ev.mean, 2).tolist()}")
+
+    headline = {}
+    if "trpo" in results:
+        for i in range(4):
+            headline[f"return_step{i}"] = results["trpo"]["mean"][i]
+    if "promp" in results:
+        headline["promp_return_step1"] = results["promp"]["mean"][1]
+    if "fomaml" in results:
+        headline["fomaml_return_step1"] = results["fomaml"]["mean"][1]
+    config = {
+        "env": "point-nav", "horizon": 100, "reward": "-L2 distance (authors' code)",
+        "iterations": iterations, "test_tasks": test_tasks, "eval_trajectories_per_step": 40
+        if not args.quick else 8, "eval_lr": f"alpha={args.inner_lr} then alpha/2",
+        "methods": {m: dataclass_dict(method_config(m, args.quick, args.inner_lr)) for m in methods},
+        "quick": args.quick,
+    }
+    _common.write_json(args.out, headline, config, results=results, learning_curves=curves,
+                       paper=PAPER)
+    plot(results, curves, Path(args.out).with_suffix(".png"))
+
+    print(f"\n{'method':12s} {'step 0':>9s} {'step 1':>9s} {'step 2':>9s} {'step 3':>9s}   paper")
+    for m, r in results.items():
+        row = " ".join(f"{x:9.2f}" for x in r["mean"])
+        print(f"{m:12s} {row}   {PAPER.get(m, '')}")
+    print("targets (TRPO-MAML): step 1 >= -11.7, step 3 >= -3.3")
+    return headline
+
+
+def dataclass_dict(config) -> dict:
+    import dataclasses
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+
+
+def plot(results, curves, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for m, r in results.items():
+        steps = np.arange(len(r["mean"]))
+        ax1.errorbar(steps, r["mean"], yerr=r["sem"], marker="o", label=f"jmeta {m}")
+    paper_csv = REFERENCE / "maml_rl_figure5.csv"
+    if paper_csv.exists():
+        rows = [r for r in csv.DictReader(paper_csv.open()) if r["task"].startswith("2D nav")]
+        for method, label in (("maml", "paper MAML"), ("sens0", "paper pretrained")):
+            pts = sorted((int(r["grad_steps"]), float(r["mean_return"])) for r in rows
+                         if r["method"] == method and int(r["grad_steps"]) <= 3)
+            if pts:
+                ax1.plot(*zip(*pts), "k--" if method == "maml" else "k:", label=label)
+    ax1.set_xlabel("adaptation steps"); ax1.set_ylabel("mean return (40 test tasks)")
+    ax1.set_title("point-nav: return after adaptation"); ax1.legend(fontsize=7)
+    for m, h in curves.items():
+        if h:
+            ax2.plot([x["iteration"] for x in h], [x["return_post"] for x in h], label=m)
+    ax2.set_xlabel("meta-iteration"); ax2.set_ylabel("post-adaptation return (train tasks)")
+    ax2.set_title("learning curves"); ax2.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
