@@ -191,9 +191,11 @@ def plot(results, curves, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    colors = {m: f"C{i}" for i, m in enumerate(METHODS)}  # the same colour in both panels
     for m, r in results.items():
         steps = np.arange(len(r["mean"]))
-        ax1.errorbar(steps, r["mean"], yerr=r["sem"], marker="o", label=f"jmeta {m}")
+        ax1.errorbar(steps, r["mean"], yerr=r["sem"], marker="o", color=colors[m],
+                     label=f"jmeta {m}")
     paper_csv = REFERENCE / "maml_rl_figure5.csv"
     if paper_csv.exists():
         rows = [r for r in csv.DictReader(paper_csv.open()) if r["task"].startswith("2D nav")]
@@ -206,7 +208,8 @@ def plot(results, curves, path: Path) -> None:
     ax1.set_title("point-nav: return after adaptation"); ax1.legend(fontsize=7)
     for m, h in curves.items():
         if h:
-            ax2.plot([x["iteration"] for x in h], [x["return_post"] for x in h], label=m)
+            ax2.plot([x["iteration"] for x in h], [x["return_post"] for x in h], color=colors[m],
+                     label=m)
     ax2.set_xlabel("meta-iteration"); ax2.set_ylabel("post-adaptation return (train tasks)")
     ax2.set_title("learning curves"); ax2.legend(fontsize=7)
     fig.tight_layout()

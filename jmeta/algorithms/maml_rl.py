@@ -368,12 +368,17 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
             old_log_prob=policy.log_prob(d, traj.action),
         ))
 
-    def inner_loss(params, batch: Batch) -> jax.Array:
+    def inner_loss(params, batch: Batch, lvc: bool = lvc) -> jax.Array:
         logp = policy.log_prob(policy.dist(params, batch.obs), batch.action)
         if lvc:  # LVC: value -mean(A), gradient = VPG, Hessian with the sampling-dependence term
             ratio = jnp.exp(logp - jax.lax.stop_gradient(logp))
             return -_masked_mean(ratio * batch.advantages, batch.valid)
         return pg.vpg_loss(logp, batch.advantages, batch.valid)
+
+    def vpg_loss(params, batch: Batch) -> jax.Array:
+        # At meta-test the inner step is a plain VPG step for every outer loop (LVC has the same
+        # gradient; only its second derivative differs, which meta-test does not use).
+        return inner_loss(params, batch, lvc=False)
 
     def inner_step(params, batch: Batch, lr) -> Any:
         adapted, _ = maml.adapt(inner_loss, params, batch, num_steps=1, inner_lr=lr,
@@ -541,15 +546,9 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
             if i < config.eval_steps:
                 lr = config.inner_lr if i == 0 else config.inner_lr * config.eval_lr_decay
                 batch = to_batch(theta, traj)
-                theta, _ = maml.adapt(pg_loss_for_eval, theta, batch, num_steps=1, inner_lr=lr,
+                theta, _ = maml.adapt(vpg_loss, theta, batch, num_steps=1, inner_lr=lr,
                                       reuse_batch=True)
         return AdaptResult(params=theta, returns=jnp.stack(returns))
-
-    def pg_loss_for_eval(params, batch: Batch) -> jax.Array:
-        # At meta-test the inner step is a plain VPG step for every outer loop (LVC has the same
-        # gradient; only its second derivative differs, which meta-test does not use).
-        logp = policy.log_prob(policy.dist(params, batch.obs), batch.action)
-        return pg.vpg_loss(logp, batch.advantages, batch.valid)
 
     algorithm = Algorithm(init=init, update=update, train=scan_train(update), adapt=adapt)
     return Components(algorithm=algorithm, policy=policy, task_data=task_data,
