@@ -56,7 +56,12 @@ from jmeta.algorithms.base import Algorithm, TrainState, scan_train
 from jmeta.envs.base import Environment
 from jmeta.envs.spaces import Box, Discrete
 from jmeta.envs.tasks import TaskDistribution, check_positive_float, check_positive_int
-from jmeta.networks.policies import CategoricalMLP, GaussianMLP, gaussian_log_prob
+from jmeta.networks.policies import (
+    CategoricalMLP,
+    GaussianMLP,
+    categorical_log_prob,
+    gaussian_log_prob,
+)
 from jmeta.rollout import episode_returns, rollout
 from jmeta.types import Trajectory
 
@@ -223,8 +228,7 @@ def make_policy(config: Config, env: Environment) -> PolicyFns:
         init=lambda key: module.init(key, dummy),
         dist=module.apply,
         sample=lambda logits, key: jax.random.categorical(key, logits).astype(jnp.int32),
-        log_prob=lambda logits, a: jnp.take_along_axis(
-            jax.nn.log_softmax(logits), a[..., None].astype(jnp.int32), -1)[..., 0],
+        log_prob=categorical_log_prob,
         kl=pg.categorical_kl,
     )
 
@@ -270,10 +274,6 @@ class AdaptResult(NamedTuple):
     params: Any
     returns: jax.Array
 
-
-def _masked_mean(x: jax.Array, valid: jax.Array) -> jax.Array:
-    w = valid.astype(x.dtype)
-    return jnp.sum(x * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
 def _task_horizon(tasks: TaskDistribution) -> int:
@@ -372,7 +372,7 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
         logp = policy.log_prob(policy.dist(params, batch.obs), batch.action)
         if lvc:  # LVC: value -mean(A), gradient = VPG, Hessian with the sampling-dependence term
             ratio = jnp.exp(logp - jax.lax.stop_gradient(logp))
-            return -_masked_mean(ratio * batch.advantages, batch.valid)
+            return -pg.masked_mean(ratio * batch.advantages, batch.valid)
         return pg.vpg_loss(logp, batch.advantages, batch.valid)
 
     def vpg_loss(params, batch: Batch) -> jax.Array:
@@ -414,7 +414,7 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
         if not config.pretrain:
             for i in range(k):
                 batch = jax.tree.map(lambda x: x[i], pre)
-                inner_kls.append(_masked_mean(
+                inner_kls.append(pg.masked_mean(
                     policy.kl(batch.old_dist, policy.dist(theta, batch.obs)), batch.valid))
                 theta = inner_step(theta, batch, config.inner_lr)
         inner_kls = jnp.stack(inner_kls) if inner_kls else jnp.zeros((1,))
@@ -423,7 +423,8 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
     def post_terms(theta, post: Batch):
         """Post-update log-probs of one task's adapted policy and its KL to the behaviour policy."""
         d = policy.dist(theta, post.obs)
-        return policy.log_prob(d, post.action), _masked_mean(policy.kl(post.old_dist, d), post.valid)
+        kl = pg.masked_mean(policy.kl(post.old_dist, d), post.valid)
+        return policy.log_prob(d, post.action), kl
 
     def outer_terms(params, pre, post):
         """Per-task post-update log-probs, KL to the behaviour policy and inner KLs, vmapped."""

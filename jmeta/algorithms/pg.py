@@ -562,7 +562,8 @@ def _advantages_with_linear_baseline(obs, next_obs, reward, term, trunc, valid, 
 
 
 # --- surrogate losses -------------------------------------------------------------------------
-def _masked_mean(x: jax.Array, valid: jax.typing.ArrayLike) -> jax.Array:
+def masked_mean(x: jax.Array, valid: jax.typing.ArrayLike) -> jax.Array:
+    """Mean of ``x`` over the steps where ``valid`` (0 when none is valid)."""
     w = _as_bool(valid).astype(x.dtype)
     return jnp.sum(jnp.where(w > 0, x, 0.0)) / jnp.maximum(jnp.sum(w), 1.0)
 
@@ -590,7 +591,7 @@ def vpg_loss(
     _check_same_shape(fn, log_probs=log_probs, advantages=advantages, valid=valid)
     logp = jnp.asarray(log_probs)
     adv = jax.lax.stop_gradient(jnp.asarray(advantages, logp.dtype))
-    return -_masked_mean(logp * adv, valid)
+    return -masked_mean(logp * adv, valid)
 
 
 def trpo_surrogate_loss(
@@ -619,7 +620,7 @@ def trpo_surrogate_loss(
     old = jax.lax.stop_gradient(jnp.asarray(old_log_probs, logp.dtype))
     adv = jax.lax.stop_gradient(jnp.asarray(advantages, logp.dtype))
     ratio = jnp.exp(jnp.where(_as_bool(valid), logp - old, 0.0))
-    return -_masked_mean(ratio * adv, valid)
+    return -masked_mean(ratio * adv, valid)
 
 
 def ppo_clip_objective(
@@ -646,7 +647,7 @@ def ppo_clip_objective(
     ratio = jnp.asarray(ratio)
     adv = jax.lax.stop_gradient(jnp.asarray(advantages, ratio.dtype))
     clipped = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
-    return _masked_mean(jnp.minimum(ratio * adv, clipped * adv), valid)
+    return masked_mean(jnp.minimum(ratio * adv, clipped * adv), valid)
 
 
 # --- KL divergences ---------------------------------------------------------------------------

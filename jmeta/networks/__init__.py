@@ -5,6 +5,7 @@ from jmeta.networks.policies import (
     CategoricalMLP,
     GaussianMLP,
     MLPPolicy,
+    categorical_log_prob,
     gaussian_log_prob,
     make_mlp_policy,
 )
@@ -13,6 +14,7 @@ __all__ = [
     "CategoricalMLP",
     "GaussianMLP",
     "MLPPolicy",
+    "categorical_log_prob",
     "gaussian_log_prob",
     "make_mlp_policy",
     "MLP",

@@ -60,6 +60,12 @@ def gaussian_log_prob(mean: jax.Array, log_std: jax.Array, action: jax.Array) ->
     return jnp.sum(-0.5 * z**2 - log_std - 0.5 * jnp.log(2 * jnp.pi), axis=-1)
 
 
+def categorical_log_prob(logits: jax.Array, action: jax.Array) -> jax.Array:
+    """Log-probability of integer ``action`` ``[...]`` under categorical ``logits`` ``[..., n]``."""
+    logp = jax.nn.log_softmax(logits)
+    return jnp.take_along_axis(logp, action[..., None].astype(jnp.int32), -1)[..., 0]
+
+
 class MLPPolicy(NamedTuple):
     """An MLP policy for an environment.
 
@@ -102,12 +108,10 @@ def make_mlp_policy(
         def act(params, carry, obs, key):
             logits = module.apply(params, obs)
             action = jax.random.categorical(key, logits).astype(jnp.int32)
-            logp = jax.nn.log_softmax(logits)[..., action]
-            return carry, action, {"log_prob": logp}
+            return carry, action, {"log_prob": categorical_log_prob(logits, action)}
 
         def log_prob(params, obs, action):
-            logp = jax.nn.log_softmax(module.apply(params, obs))
-            return jnp.take_along_axis(logp, action[..., None].astype(jnp.int32), -1)[..., 0]
+            return categorical_log_prob(module.apply(params, obs), action)
 
     else:
         raise ValueError(f"{env.name}: no MLP policy for action space {space!r}")
