@@ -11,9 +11,13 @@ test tasks: 3 vanilla policy-gradient steps, each on 40 new trajectories, step �
 * ``random``: a freshly initialised policy, fine-tuned;
 * ``oracle``: a policy that observes the goal, trained with TRPO on all tasks (no adaptation).
 
-Protocol choices (also written into the JSON): reward −L2 distance (the authors' code), inner
-step size α = 0.5 (the authors' evaluated checkpoint; the paper text says 0.1), linear feature
-baseline, GAE λ = 1, γ = 0.99, normalised advantages, TRPO max-KL 0.01.
+Protocol choices (also written into the JSON), following the authors' code
+(``maml_examples/maml_trpo_point.py``) where the paper is silent: reward −L2 distance; actions
+rescaled from ``[-1, 1]²`` onto the ``[-0.1, 0.1]²`` box as rllab's ``normalize`` wrapper does
+(:class:`jmeta.envs.RescaleAction`; ``--action-scaling raw`` feeds the policy's action to the
+env's clip directly, as pytorch-maml-rl does); a 100×100 ReLU Gaussian policy with unit initial
+std; inner step size α = 0.5 (the authors' evaluated checkpoint; the paper text says 0.1); linear
+feature baseline, GAE λ = 1, γ = 0.99, normalised advantages, TRPO max-KL 0.01.
 
 Training runs in jitted chunks with a checkpoint after each (``benchmarks/out/maml_rl_nav/``), so a
 killed run continues with ``--resume``.
@@ -40,7 +44,7 @@ import _common  # noqa: E402
 
 import jmeta  # noqa: E402
 from jmeta.algorithms import maml_rl  # noqa: E402
-from jmeta.envs import TaskInObservation  # noqa: E402
+from jmeta.envs import RescaleAction, TaskInObservation  # noqa: E402
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 PAPER = {  # Finn et al. 2017, Fig. 5 / App. C (shared/reference/published.md)
@@ -52,8 +56,11 @@ PAPER = {  # Finn et al. 2017, Fig. 5 / App. C (shared/reference/published.md)
 METHODS = ("trpo", "promp", "fomaml", "pretrained", "oracle", "random")
 
 
-def method_config(method: str, quick: bool, inner_lr: float) -> maml_rl.Config:
-    common = dict(inner_lr=inner_lr, eval_steps=3, eval_episodes=40)
+def method_config(method: str, quick: bool, inner_lr: float,
+                  hidden_sizes: tuple[int, ...] = (100, 100),
+                  activation: str = "relu") -> maml_rl.Config:
+    common = dict(inner_lr=inner_lr, eval_steps=3, eval_episodes=40, hidden_sizes=hidden_sizes,
+                  activation=activation)
     if quick:
         common.update(num_tasks=4, num_episodes=4, eval_episodes=8)
     if method in ("trpo", "random"):
@@ -67,8 +74,10 @@ def method_config(method: str, quick: bool, inner_lr: float) -> maml_rl.Config:
     raise ValueError(method)
 
 
-def build(method: str, config: maml_rl.Config):
+def build(method: str, config: maml_rl.Config, action_scaling: str = "rllab"):
     env, tasks = jmeta.make("point-nav")
+    if action_scaling == "rllab":
+        env = RescaleAction(env)
     if method == "oracle":
         env = TaskInObservation(env, lambda p: p.goal, 2)
     return maml_rl.make(config, env, tasks), tasks
@@ -119,6 +128,10 @@ def main(argv=None) -> dict:
                     help=f"comma-separated subset of {','.join(METHODS)} (quick: trpo,random)")
     ap.add_argument("--chunk", type=int, default=10, help="meta-iterations per jitted chunk")
     ap.add_argument("--test-tasks", type=int, default=None, help="default 40")
+    ap.add_argument("--action-scaling", choices=("rllab", "raw"), default="rllab",
+                    help="rllab: policy acts in [-1,1]² rescaled to the env's box (authors' code)")
+    ap.add_argument("--hidden", default="100,100", help="policy hidden sizes (authors: 100,100)")
+    ap.add_argument("--activation", default="relu", help="policy activation (authors: relu)")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--ckpt-dir", default="benchmarks/out/maml_rl_nav")
     args = ap.parse_args(argv)
@@ -134,9 +147,12 @@ def main(argv=None) -> dict:
     ckpt_dir = Path(args.ckpt_dir) / ("quick" if args.quick else "full")
 
     results, curves = {}, {}
+    hidden = tuple(int(h) for h in args.hidden.split(","))
+    configs = {m: method_config(m, args.quick, args.inner_lr, hidden, args.activation)
+               for m in methods}
     for method in methods:
-        config = method_config(method, args.quick, args.inner_lr)
-        algo, tasks = build(method, config)
+        config = configs[method]
+        algo, tasks = build(method, config, args.action_scaling)
         if method == "random":
             state, history = algo.init(jax.random.key(0)), []
         else:
@@ -163,9 +179,9 @@ def main(argv=None) -> dict:
         headline["fomaml_return_step1"] = results["fomaml"]["mean"][1]
     config = {
         "env": "point-nav", "horizon": 100, "reward": "-L2 distance (authors' code)",
-        "iterations": iterations, "test_tasks": test_tasks, "eval_trajectories_per_step": 40
+        "action_scaling": args.action_scaling, "iterations": iterations, "test_tasks": test_tasks, "eval_trajectories_per_step": 40
         if not args.quick else 8, "eval_lr": f"alpha={args.inner_lr} then alpha/2",
-        "methods": {m: dataclass_dict(method_config(m, args.quick, args.inner_lr)) for m in methods},
+        "methods": {m: dataclass_dict(c) for m, c in configs.items()},
         "quick": args.quick,
     }
     _common.write_json(args.out, headline, config, results=results, learning_curves=curves,

@@ -50,10 +50,13 @@ def test_lvc_gradient_equals_vpg_gradient_and_ppo_equals_trpo_at_ratio_one():
     assert not np.allclose(flat(h_vpg), flat(h_lvc), rtol=1e-3)
 
 
-@pytest.mark.parametrize("first_order", [False, True])
-def test_gauss_newton_fisher_equals_exact_hessian_of_the_kl(first_order):
+@pytest.mark.parametrize("first_order,inner_steps", [(False, 1), (True, 1), (False, 2)])
+def test_gauss_newton_fisher_equals_exact_hessian_of_the_kl(first_order, inner_steps):
+    # With two inner steps J = S_1 S_0 is not symmetric although each S_i is: this checks that
+    # Jᵀ is applied as S_0 S_1 (the reverse order).
     env, tasks = nav()
-    comp = maml_rl.make_components(maml_rl.Config(first_order=first_order, **TINY), env, tasks)
+    comp = maml_rl.make_components(
+        maml_rl.Config(first_order=first_order, inner_steps=inner_steps, **TINY), env, tasks)
     params = comp.policy.init(jax.random.key(0))
     task_batch = tasks.sample_batch(jax.random.key(1), 2)
     pre, post, _ = jax.vmap(comp.task_data, in_axes=(None, 0, 0))(

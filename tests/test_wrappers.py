@@ -1,12 +1,13 @@
 """Wrappers: RL² trial semantics, per-task observation noise, time limit, auto-reset."""
 
 import chex
+import pytest
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import jmeta
-from jmeta.envs import AutoReset, TimeLimit, TrialWrapper
+from jmeta.envs import AutoReset, RescaleAction, TimeLimit, TrialWrapper
 from jmeta.envs.bandit import BanditParams
 from jmeta.envs.point_nav import PointNavParams
 
@@ -98,3 +99,30 @@ def test_auto_reset_restarts_and_reports_final_obs():
     np.testing.assert_allclose(obs, [0.0, 0.0])  # a new episode
     np.testing.assert_allclose(info["final_obs"], [0.2, 0.2])
     assert int(state.time) == 0
+
+
+def test_rescale_action_maps_unit_box_onto_env_box_by_hand():
+    env, _ = jmeta.make("point-nav")
+    wrapped = RescaleAction(env)
+    assert wrapped.action_space().low.tolist() == [-1.0, -1.0]
+    assert wrapped.action_space().high.tolist() == [1.0, 1.0]
+    task = PointNavParams(goal=jnp.array([0.3, -0.2]))
+    obs, state = wrapped.reset(jax.random.key(0), task)
+    # a = (0.5, -2.0): 0.5 -> -0.1 + 1.5/2 * 0.2 = 0.05; -2.0 is clipped to -1 -> -0.1.
+    obs, state, reward, *_ = wrapped.step(jax.random.key(1), state, jnp.array([0.5, -2.0]), task)
+    np.testing.assert_allclose(obs, [0.05, -0.1], atol=1e-6)
+    np.testing.assert_allclose(reward, -np.hypot(0.05 - 0.3, -0.1 + 0.2), rtol=1e-6)
+
+
+def test_rescale_action_rejects_discrete_and_unbounded_spaces():
+    env, _ = jmeta.make("bandit")
+    with pytest.raises(ValueError, match="needs a Box action space"):
+        RescaleAction(env)
+
+    class Unbounded(jmeta.envs.Wrapper):
+        def action_space(self, params=None):
+            return jmeta.envs.Box(-np.inf, np.inf, (2,))
+
+    nav, _ = jmeta.make("point-nav")
+    with pytest.raises(ValueError, match="needs finite action bounds"):
+        RescaleAction(Unbounded(nav))

@@ -260,8 +260,9 @@ def trpo_step(
 
     def _body(s: _Search) -> _Search:
         cand = _candidate(s.n)
-        loss = jnp.asarray(loss_fn(cand)).astype(loss_before.dtype)
-        kl = jnp.asarray(kl_fn(cand)).astype(kl_before.dtype)
+        loss, kl = loss_and_kl_fn(cand)
+        loss = jnp.asarray(loss).astype(loss_before.dtype)
+        kl = jnp.asarray(kl).astype(kl_before.dtype)
         ok = (loss < loss_before) & (kl <= max_kl) & jnp.isfinite(loss) & jnp.isfinite(kl)
         return _Search(jnp.where(ok, s.n, s.n + 1), ok, loss, kl)
 

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from jmeta.envs.base import Environment
@@ -327,3 +328,38 @@ class TaskInObservation(Wrapper):
         inner = self.env.observation_space(params)
         size = int(jnp.prod(jnp.array(inner.shape))) + self.feature_dim
         return Box(-jnp.inf, jnp.inf, (size,))
+
+
+# --- action rescaling (rllab's ``normalize``) ---------------------------------------------------
+class RescaleAction(Wrapper):
+    """Exposes a ``Box`` action space as ``[-1, 1]^d`` and maps actions affinely onto the wrapped
+    env's box: ``a_env = low + (clip(a, -1, 1) + 1) / 2 · (high - low)``.
+
+    This is the action half of rllab's ``normalize`` wrapper, which the MAML authors' code wraps
+    around every environment: a Gaussian policy with unit initial std then explores a tenth of
+    point-nav's ``[-0.1, 0.1]²`` box per unit of std rather than saturating it.
+
+    Args:
+      env: an environment whose action space is a ``Box`` with finite bounds.
+
+    Raises:
+      ValueError: the action space is not a Box or has an infinite bound.
+    """
+
+    def __init__(self, env: Environment):
+        super().__init__(env)
+        space = env.action_space()
+        if not isinstance(space, Box):
+            raise ValueError(f"RescaleAction needs a Box action space; {env.name} has {space!r}")
+        if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
+            raise ValueError(f"RescaleAction needs finite action bounds; {env.name} has {space!r}")
+        self._low = np.asarray(space.low, np.float32)
+        self._high = np.asarray(space.high, np.float32)
+
+    def step_env(self, key, state, action, params):
+        unit = jnp.clip(action, -1.0, 1.0)
+        scaled = self._low + (unit + 1.0) * 0.5 * (self._high - self._low)
+        return self.env.step(key, state, scaled.astype(jnp.float32), params)
+
+    def action_space(self, params=None):
+        return Box(-1.0, 1.0, self._low.shape)
