@@ -74,24 +74,26 @@ def rollout(
       ``(final carry, trajectory)`` with trajectory fields of shape ``[T, ...]``.
     """
     num_steps = check_positive_int("num_steps", num_steps)
-    k_reset, k_steps = jax.random.split(key)
+    k_reset, k_policy, k_env, k_auto = jax.random.split(key, 4)
     obs, env_state = env.reset(k_reset, env_params)
     carry0 = RolloutCarry(env_state, obs, init_carry, jnp.zeros((), jnp.bool_))
-    # All per-step keys (policy, env step, env reset) in one vectorised split before the scan:
-    # much cheaper on CPU than splitting inside every step.
-    step_keys = jax.random.split(k_steps, (num_steps, 3 if auto_reset else 2))
-
-    def _env_step(carry: RolloutCarry, keys: jax.Array):
-        policy_carry, action, extras = policy(policy_params, carry.policy_carry, carry.obs, keys[0])
+    # Per-step keys are derived inside the scan with one ``fold_in`` each (one threefry hash), so
+    # XLA drops the keys nobody reads (most envs ignore their step and reset keys): on CPU the
+    # key derivation, not the policy or the env, dominated a vectorised rollout's cost when all
+    # keys were split ahead of the scan.
+    def _env_step(carry: RolloutCarry, t: jax.Array):
+        policy_carry, action, extras = policy(
+            policy_params, carry.policy_carry, carry.obs, jax.random.fold_in(k_policy, t))
+        k_step = jax.random.fold_in(k_env, t)
         if auto_reset:
             next_obs, env_state, reward, term, trunc, info, final_obs = auto_reset_step(
-                env, keys[1], keys[2], carry.env_state, action, env_params
+                env, k_step, jax.random.fold_in(k_auto, t), carry.env_state, action, env_params
             )
             valid = jnp.ones((), jnp.bool_)
             done = carry.done
         else:
             next_obs, env_state, reward, term, trunc, info = env.step(
-                keys[1], carry.env_state, action, env_params
+                k_step, carry.env_state, action, env_params
             )
             final_obs = next_obs
             valid = jnp.logical_not(carry.done)
@@ -105,7 +107,7 @@ def rollout(
         )
         return RolloutCarry(env_state, next_obs, policy_carry, done), step
 
-    return jax.lax.scan(_env_step, carry0, step_keys)
+    return jax.lax.scan(_env_step, carry0, jnp.arange(num_steps, dtype=jnp.uint32))
 
 
 def rollout_batch(

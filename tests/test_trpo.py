@@ -25,6 +25,14 @@ class ConjugateGradientTest(chex.TestCase):
         x = self.variant(lambda b: trpo.conjugate_gradient(lambda v: a @ v, b, iters=6))(b)
         np.testing.assert_allclose(x, np.linalg.solve(a, b), rtol=1e-4, atol=1e-5)
 
+    def test_residual_is_b_minus_ax(self):
+        a = jnp.array([[4.0, 1.0, 0.0], [1.0, 3.0, 0.5], [0.0, 0.5, 2.0]])
+        b = jnp.array([1.0, 2.0, -1.0])
+        x, r = trpo.conjugate_gradient(lambda v: a @ v, b, iters=2, return_residual=True)
+        np.testing.assert_allclose(r, b - a @ x, atol=1e-5)  # 2 < 3 iterations: r is not 0
+        assert float(jnp.linalg.norm(r)) > 1e-3
+        np.testing.assert_allclose(x @ a @ x, x @ (b - r), rtol=1e-5)
+
     def test_pytree_rhs(self):
         a = _spd(6, seed=1)
         b = {"w": jnp.array([[1.0, -2.0], [0.5, 3.0]]), "b": jnp.array([0.0, 1.0])}
