@@ -1,6 +1,6 @@
 """Meta-learning algorithms: each module has ``Config`` and ``make(config, ...) -> Algorithm``."""
 
-from jmeta.algorithms import maml, maml_rl, pg, supervised, trpo
+from jmeta.algorithms import maml, maml_rl, pg, rl2, supervised, trpo
 from jmeta.algorithms.base import Algorithm, TrainState, scan_train
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "maml",
     "maml_rl",
     "pg",
+    "rl2",
     "scan_train",
     "supervised",
     "trpo",

@@ -55,7 +55,12 @@ from jmeta.algorithms import maml, pg, trpo
 from jmeta.algorithms.base import Algorithm, TrainState, scan_train
 from jmeta.envs.base import Environment
 from jmeta.envs.spaces import Box, Discrete
-from jmeta.envs.tasks import TaskDistribution, check_positive_float, check_positive_int
+from jmeta.envs.tasks import (
+    TaskDistribution,
+    check_positive_float,
+    check_positive_int,
+    task_horizon,
+)
 from jmeta.networks.policies import (
     CategoricalMLP,
     GaussianMLP,
@@ -276,16 +281,6 @@ class AdaptResult(NamedTuple):
 
 
 
-def _task_horizon(tasks: TaskDistribution) -> int:
-    params = tasks.sample(jax.random.key(0))
-    while params is not None:
-        horizon = getattr(params, "horizon", None)
-        if isinstance(horizon, int):
-            return horizon
-        params = getattr(params, "env_params", None)
-    raise ValueError("num_steps: the tasks have no static 'horizon'; set Config.num_steps")
-
-
 class Components(NamedTuple):
     """The pure pieces of a MAML-RL meta-iteration (for tests, analysis and custom loops).
 
@@ -340,7 +335,7 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
     else:
         shard_tasks = lambda tree: tree  # noqa: E731
     policy = make_policy(config, env)
-    num_steps = config.num_steps or _task_horizon(tasks)
+    num_steps = config.num_steps or task_horizon(tasks, "num_steps")
     k = config.inner_steps
     lvc = config.outer == "promp"
     if config.outer == "trpo":

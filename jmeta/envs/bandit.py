@@ -26,9 +26,15 @@ from jmeta.envs.tasks import Range, TaskDistribution, check_positive_int, check_
 
 @struct.dataclass
 class BanditParams:
-    """A bandit task. Attributes: ``arm_means`` ``[num_arms]`` success probabilities."""
+    """A bandit task.
+
+    Attributes:
+      arm_means: ``[num_arms]`` success probabilities.
+      horizon: episode length (static): one pull.
+    """
 
     arm_means: jax.Array
+    horizon: int = struct.field(pytree_node=False, default=1)
 
 
 @struct.dataclass

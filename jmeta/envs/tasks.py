@@ -158,3 +158,20 @@ class TaskDistribution:
     def ood(self) -> "TaskDistribution":
         return self.with_split("ood")
 
+
+
+def task_horizon(tasks: TaskDistribution, option: str = "num_steps") -> int:
+    """The static episode length (``horizon``) of ``tasks``' params, looking through wrapper
+    params (``env_params``) such as observation noise.
+
+    Raises:
+      ValueError: the params have no static ``horizon``; the message names ``option``, the
+        setting that gives the length instead.
+    """
+    params = tasks.sample(jax.random.key(0))
+    while params is not None:
+        horizon = getattr(params, "horizon", None)
+        if isinstance(horizon, int):
+            return horizon
+        params = getattr(params, "env_params", None)
+    raise ValueError(f"{option}: the tasks have no static 'horizon'; set it explicitly")

@@ -1,4 +1,4 @@
-"""Flax networks: MLP policies and values (recurrent cores and transformer memory come later)."""
+"""Flax networks: MLP policies and values, recurrent actor-critics (transformer memory comes later)."""
 
 from jmeta.networks.mlp import MLP, activation
 from jmeta.networks.policies import (
@@ -9,6 +9,7 @@ from jmeta.networks.policies import (
     gaussian_log_prob,
     make_mlp_policy,
 )
+from jmeta.networks.recurrent import RecurrentActorCritic
 
 __all__ = [
     "CategoricalMLP",
@@ -18,5 +19,6 @@ __all__ = [
     "gaussian_log_prob",
     "make_mlp_policy",
     "MLP",
+    "RecurrentActorCritic",
     "activation",
 ]

@@ -1,0 +1,302 @@
+"""RL²: meta-RL by a recurrent policy trained with PPO over whole trials (Duan et al. 2016).
+
+A *trial* is ``trial_episodes`` episodes of one task (:class:`jmeta.envs.TrialWrapper`): the
+agent sees the observation, its previous action and reward and a done flag, and its recurrent
+state runs across the trial's episode boundaries, so it can learn *within* the trial which task it
+is in. Meta-training maximises the trial's return; meta-test adaptation is the forward pass.
+
+One meta-iteration (``update``), one pure function:
+
+1. sample ``num_tasks`` tasks from ``tasks.train`` and roll out one trial on each (``vmap``), the
+   hidden state starting from zeros at the trial's first step and never reset inside it (each
+   rollout is exactly one trial, so there is no reset flag to be off by one step: the
+   ``done_t`` vs ``done_{t-1}`` bug of purejaxrl#23 and Mava#1006 cannot occur; a test pins the
+   state at an episode boundary);
+2. GAE(γ, λ) over each trial; the trial's end is a termination (nothing bootstrapped); a rollout
+   cut before the trial ends (``num_steps`` shorter than the trial) bootstraps from the critic's
+   value of the next observation with the carried state;
+3. ``num_epochs`` of PPO (clipped surrogate, value loss, entropy bonus) over minibatches of whole
+   trials, each re-run from the zero state so gradients flow through the whole trial (BPTT), with
+   gradients clipped by global norm (Adam).
+
+``adapt(state, task, key)`` runs one trial and returns the return of each of its episodes
+(``[trial_episodes]``), so :func:`jmeta.evaluate` reports "return vs. experience" as for MAML.
+
+>>> import jax, jmeta
+>>> from jmeta.algorithms import rl2
+>>> env, tasks = jmeta.make("bandit", num_arms=5)
+>>> algo = rl2.make(rl2.Config(num_tasks=8, trial_episodes=10, hidden_size=16,
+...                            num_minibatches=2), env, tasks)
+>>> state = algo.init(jax.random.key(0))
+>>> state, metrics = jax.jit(algo.update)(state)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jmeta.algorithms import maml, pg
+from jmeta.algorithms.base import Algorithm, TrainState, scan_train
+from jmeta.envs.base import Environment
+from jmeta.envs.spaces import Box, Discrete
+from jmeta.envs.tasks import (
+    TaskDistribution,
+    check_positive_float,
+    check_positive_int,
+    task_horizon,
+)
+from jmeta.envs.wrappers import TrialWrapper
+from jmeta.networks.policies import categorical_log_prob, gaussian_log_prob
+from jmeta.networks.recurrent import RecurrentActorCritic, check_cell
+from jmeta.rollout import rollout
+from jmeta.types import Trajectory
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """RL² hyperparameters.
+
+    Attributes:
+      num_tasks: trials per meta-iteration (one task each).
+      trial_episodes: episodes per trial (Duan et al.'s n).
+      num_steps: rollout length; ``None`` takes ``trial_episodes × horizon`` (the whole trial).
+      cell: ``"lstm"`` or ``"gru"`` (Duan et al.: GRU).
+      hidden_size: recurrent width (Duan et al.: 256).
+      learning_rate: Adam step size.
+      num_epochs: PPO epochs per meta-iteration.
+      num_minibatches: minibatches of whole trials per epoch (must divide ``num_tasks``).
+      clip_eps: PPO clipping ε.
+      vf_coef: value-loss coefficient.
+      ent_coef: entropy-bonus coefficient.
+      max_grad_norm: clip gradients by this global norm (recurrent nets need it).
+      gamma: discount γ within the trial (across its episodes).
+      gae_lambda: GAE λ.
+      normalize_advantages: normalise advantages per minibatch over valid steps.
+      init_log_std: initial log-std of a Gaussian policy (continuous actions).
+    """
+
+    num_tasks: int = 64
+    trial_episodes: int = 10
+    num_steps: int | None = None
+    cell: str = "gru"
+    hidden_size: int = 256
+    learning_rate: float = 1e-3
+    num_epochs: int = 4
+    num_minibatches: int = 4
+    clip_eps: float = 0.2
+    vf_coef: float = 0.5
+    ent_coef: float = 0.01
+    max_grad_norm: float = 0.5
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    normalize_advantages: bool = True
+    init_log_std: float = 0.0
+
+    def __post_init__(self):
+        for f in ("num_tasks", "trial_episodes", "hidden_size", "num_epochs", "num_minibatches"):
+            check_positive_int(f, getattr(self, f))
+        if self.num_steps is not None:
+            check_positive_int("num_steps", self.num_steps)
+        check_cell(self.cell)
+        for f in ("learning_rate", "clip_eps", "max_grad_norm"):
+            check_positive_float(f, getattr(self, f))
+        for f in ("vf_coef", "ent_coef"):
+            check_positive_float(f, getattr(self, f), allow_zero=True)
+        for f in ("gamma", "gae_lambda"):
+            v = check_positive_float(f, getattr(self, f), allow_zero=True)
+            if v > 1.0:
+                raise ValueError(f"{f}: expected a number in [0, 1], got {v!r}")
+        if self.num_tasks % self.num_minibatches:
+            raise ValueError(f"num_minibatches: {self.num_minibatches} does not divide num_tasks "
+                             f"{self.num_tasks} (minibatches are made of whole trials)")
+
+
+class AdaptResult(NamedTuple):
+    """Meta-test on one task: one trial.
+
+    Attributes:
+      returns: ``[trial_episodes]`` return of each episode of the trial (return vs. experience).
+      trajectory: the trial (``[num_steps, ...]``).
+    """
+
+    returns: jax.Array
+    trajectory: Trajectory
+
+
+class Components(NamedTuple):
+    """RL²'s pure pieces (for tests and analysis).
+
+    Attributes:
+      algorithm: ``Algorithm(init, update, train, adapt)``.
+      network: the :class:`RecurrentActorCritic`.
+      env: the trial environment (the task env wrapped in a :class:`TrialWrapper`).
+      collect: ``collect(params, task, key) -> (trajectory [T], bootstrap value)`` of one trial.
+      unroll: ``unroll(params, obs [T, ...]) -> (dist, values [T])`` re-run from the zero state.
+      num_steps: the rollout length T.
+    """
+
+    algorithm: Algorithm
+    network: RecurrentActorCritic
+    env: Environment
+    collect: Callable
+    unroll: Callable
+    num_steps: int
+
+
+def _global_norm(tree) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
+
+
+def make(config: Config, env: Environment, tasks: TaskDistribution) -> Algorithm:
+    """Builds RL² for ``env`` (unwrapped: trials are made here) and its task distribution.
+
+    Returns:
+      ``Algorithm(init, update, train, adapt)``; ``adapt(state, task, key) -> AdaptResult``.
+
+    Raises:
+      ValueError: ``env`` is already a TrialWrapper, its action space is neither Discrete nor
+        Box, or the tasks have no static horizon and ``num_steps`` is not set.
+    """
+    return make_components(config, env, tasks).algorithm
+
+
+def make_components(config: Config, env: Environment, tasks: TaskDistribution) -> Components:
+    """Like :func:`make`, also returning the pieces (see :class:`Components`)."""
+    if isinstance(env, TrialWrapper):
+        raise ValueError("env: pass the task env itself; rl2 makes the trials "
+                         "(Config.trial_episodes sets their length)")
+    space = env.action_space()
+    if isinstance(space, Discrete):
+        discrete, action_dim = True, space.n
+    elif isinstance(space, Box) and len(space.shape) == 1:
+        discrete, action_dim = False, space.shape[0]
+    else:
+        raise ValueError(f"env: RL² needs a Discrete or 1-D Box action space, got {space!r}")
+    trial_env = TrialWrapper(env, config.trial_episodes)
+    num_steps = config.num_steps or config.trial_episodes * task_horizon(tasks, "num_steps")
+    net = RecurrentActorCritic(action_dim=action_dim, discrete=discrete,
+                               hidden_size=config.hidden_size, cell=config.cell,
+                               init_log_std=config.init_log_std)
+    obs_dim = trial_env.observation_space().shape
+    optimizer = maml.clipped_optimizer(optax.adam(config.learning_rate), config.max_grad_norm)
+
+    if discrete:
+        sample = lambda d, key: jax.random.categorical(key, d).astype(jnp.int32)  # noqa: E731
+        log_prob = categorical_log_prob
+
+        def entropy(logits):
+            logp = jax.nn.log_softmax(logits)
+            return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+    else:
+        sample = lambda d, key: d[0] + jnp.exp(d[1]) * jax.random.normal(key, d[0].shape)  # noqa
+        log_prob = lambda d, a: gaussian_log_prob(d[0], d[1], a)  # noqa: E731
+
+        def entropy(d):
+            return jnp.sum(d[1] + 0.5 * jnp.log(2 * jnp.pi * jnp.e), axis=-1)
+
+    def act(params, carry, obs, key):
+        carry, dist, value = net.apply(params, carry, obs)
+        action = sample(dist, key)
+        return carry, action, {"log_prob": log_prob(dist, action), "value": value}
+
+    def collect(params, task, key):
+        """One trial; returns the trajectory and V(next obs) after its last step."""
+        final, traj = rollout(trial_env, act, params, task, key, num_steps,
+                              init_carry=net.initial_carry())
+        _, _, bootstrap = net.apply(params, final.policy_carry, final.obs)
+        return traj, bootstrap
+
+    def unroll(params, obs):
+        def step(carry, o):
+            carry, dist, value = net.apply(params, carry, o)
+            return carry, (dist, value)
+
+        _, (dist, values) = jax.lax.scan(step, net.initial_carry(), obs)
+        return dist, values
+
+    def advantages(traj: Trajectory, bootstrap):
+        values = traj.extras["value"]
+        next_values = jnp.concatenate([values[1:], bootstrap[None]])
+        # A rollout cut before the trial's end is a truncation: bootstrap V(next obs).
+        cut = traj.valid[-1] & ~traj.terminated[-1]
+        truncated = traj.truncated.at[-1].set(traj.truncated[-1] | cut)
+        adv = pg.gae(traj.reward, values, next_values, traj.terminated, truncated, traj.valid,
+                     config.gamma, config.gae_lambda)
+        return adv, adv + values
+
+    def init(key: jax.Array) -> TrainState:
+        k_params, k_state = jax.random.split(key)
+        params = net.init(k_params, net.initial_carry(), jnp.zeros(obs_dim, jnp.float32))
+        return TrainState(params=params, opt_state=optimizer.init(params), key=k_state,
+                          iteration=jnp.zeros((), jnp.int32))
+
+    def ppo_loss(params, mb):
+        traj, adv, targets = mb
+        dist, values = jax.vmap(unroll, in_axes=(None, 0))(params, traj.obs)
+        logp = log_prob(dist, traj.action)
+        valid = traj.valid
+        if config.normalize_advantages:
+            adv = pg.normalize_advantages(adv, valid)
+        log_ratio = jnp.where(valid, logp - traj.extras["log_prob"], 0.0)
+        ratio = jnp.exp(log_ratio)
+        objective = pg.ppo_clip_objective(ratio, adv, config.clip_eps, valid)
+        value_loss = 0.5 * pg.masked_mean((values - targets) ** 2, valid)
+        ent = pg.masked_mean(entropy(dist), valid)
+        loss = -objective + config.vf_coef * value_loss - config.ent_coef * ent
+        approx_kl = pg.masked_mean((ratio - 1.0) - log_ratio, valid)
+        return loss, {"value_loss": value_loss, "entropy": ent, "approx_kl": approx_kl}
+
+    def update(state: TrainState):
+        key, k_tasks, k_roll, k_perm = jax.random.split(state.key, 4)
+        task_batch = tasks.train.sample_batch(k_tasks, config.num_tasks)
+        traj, bootstrap = jax.vmap(collect, in_axes=(None, 0, 0))(
+            state.params, task_batch, jax.random.split(k_roll, config.num_tasks))
+        adv, targets = jax.vmap(advantages)(traj, bootstrap)
+        data = (traj, adv, targets)
+        mb_size = config.num_tasks // config.num_minibatches
+
+        def epoch(carry, k):
+            params, opt_state = carry
+            perm = jax.random.permutation(k, config.num_tasks)
+            batches = jax.tree.map(
+                lambda x: x[perm].reshape((config.num_minibatches, mb_size) + x.shape[1:]), data)
+
+            def minibatch(carry, mb):
+                params, opt_state = carry
+                (loss, aux), grads = jax.value_and_grad(ppo_loss, has_aux=True)(params, mb)
+                updates, opt_state = optimizer.update(grads, opt_state, params)
+                aux = {**aux, "loss": loss, "grad_norm": _global_norm(grads)}
+                return (optax.apply_updates(params, updates), opt_state), aux
+
+            return jax.lax.scan(minibatch, (params, opt_state), batches)
+
+        (params, opt_state), aux = jax.lax.scan(
+            epoch, (state.params, state.opt_state), jax.random.split(k_perm, config.num_epochs))
+        episode_returns = jax.vmap(per_episode_returns)(traj)
+        metrics = {
+            "trial_return": jnp.mean(jnp.sum(episode_returns, axis=-1)),
+            "episode_returns": jnp.mean(episode_returns, axis=0),
+            **{k: v[-1, -1] for k, v in aux.items()},
+        }
+        new_state = TrainState(params=params, opt_state=opt_state, key=key,
+                               iteration=state.iteration + 1)
+        return new_state, metrics
+
+    def per_episode_returns(traj: Trajectory) -> jax.Array:
+        episode = jnp.clip(traj.info["episode"], 0, config.trial_episodes - 1)
+        return jax.ops.segment_sum(jnp.where(traj.valid, traj.reward, 0.0), episode,
+                                   num_segments=config.trial_episodes)
+
+    def adapt(state: TrainState, task: Any, key: jax.Array) -> AdaptResult:
+        """Meta-test: one trial on ``task``; adaptation happens in the recurrent state."""
+        traj, _ = collect(state.params, task, key)
+        return AdaptResult(returns=per_episode_returns(traj), trajectory=traj)
+
+    algorithm = Algorithm(init=init, update=update, train=scan_train(update), adapt=adapt)
+    return Components(algorithm=algorithm, network=net, env=trial_env, collect=collect,
+                      unroll=unroll, num_steps=num_steps)
