@@ -52,9 +52,13 @@ from jmeta.envs.tasks import (
 )
 from jmeta.envs.wrappers import TrialWrapper
 from jmeta.networks.policies import categorical_log_prob, gaussian_log_prob
-from jmeta.networks.recurrent import RecurrentActorCritic, check_cell
+from jmeta.networks.recurrent import CELLS, RecurrentActorCritic
+from jmeta.networks.transformer import TransformerActorCritic
 from jmeta.rollout import rollout
 from jmeta.types import Trajectory
+
+
+MEMORIES = CELLS + ("transformer",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +69,12 @@ class Config:
       num_tasks: trials per meta-iteration (one task each).
       trial_episodes: episodes per trial (Duan et al.'s n).
       num_steps: rollout length; ``None`` takes ``trial_episodes × horizon`` (the whole trial).
-      cell: ``"lstm"`` or ``"gru"`` (Duan et al.: GRU).
-      hidden_size: recurrent width (Duan et al.: 256).
+      cell: the memory: ``"lstm"``, ``"gru"`` (Duan et al.: GRU) or ``"transformer"``
+        (:class:`jmeta.networks.TransformerActorCritic`).
+      hidden_size: recurrent width (Duan et al.: 256), or the Transformer's token width.
+      num_layers: Transformer blocks.
+      num_heads: Transformer attention heads (must divide ``hidden_size``).
+      context: Transformer attention window in steps; ``None``: the whole rollout.
       learning_rate: Adam step size.
       num_epochs: PPO epochs per meta-iteration.
       num_minibatches: minibatches of whole trials per epoch (must divide ``num_tasks``).
@@ -85,6 +93,9 @@ class Config:
     num_steps: int | None = None
     cell: str = "gru"
     hidden_size: int = 256
+    num_layers: int = 2
+    num_heads: int = 4
+    context: int | None = None
     learning_rate: float = 1e-3
     num_epochs: int = 4
     num_minibatches: int = 4
@@ -98,11 +109,17 @@ class Config:
     init_log_std: float = 0.0
 
     def __post_init__(self):
-        for f in ("num_tasks", "trial_episodes", "hidden_size", "num_epochs", "num_minibatches"):
+        for f in ("num_tasks", "trial_episodes", "hidden_size", "num_epochs", "num_minibatches",
+                  "num_layers", "num_heads"):
             check_positive_int(f, getattr(self, f))
-        if self.num_steps is not None:
-            check_positive_int("num_steps", self.num_steps)
-        check_cell(self.cell)
+        for f in ("num_steps", "context"):
+            if getattr(self, f) is not None:
+                check_positive_int(f, getattr(self, f))
+        if self.cell not in MEMORIES:
+            raise ValueError(f"cell: expected one of {MEMORIES}, got {self.cell!r}")
+        if self.cell == "transformer" and self.hidden_size % self.num_heads:
+            raise ValueError(f"num_heads: {self.num_heads} does not divide hidden_size "
+                             f"{self.hidden_size}")
         for f in ("learning_rate", "clip_eps", "max_grad_norm"):
             check_positive_float(f, getattr(self, f))
         for f in ("vf_coef", "ent_coef"):
@@ -133,10 +150,11 @@ class Components(NamedTuple):
 
     Attributes:
       algorithm: ``Algorithm(init, update, train, adapt)``.
-      network: the :class:`RecurrentActorCritic`.
+      network: the :class:`RecurrentActorCritic` or :class:`TransformerActorCritic`.
       env: the trial environment (the task env wrapped in a :class:`TrialWrapper`).
       collect: ``collect(params, task, key) -> (trajectory [T], bootstrap value)`` of one trial.
-      unroll: ``unroll(params, obs [T, ...]) -> (dist, values [T])`` re-run from the zero state.
+      unroll: ``unroll(params, obs [T, ...]) -> (dist, values [T])`` re-run from the zero state
+        (the Transformer's whole-trial masked attention).
       num_steps: the rollout length T.
     """
 
@@ -179,9 +197,16 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution) -
         raise ValueError(f"env: RL² needs a Discrete or 1-D Box action space, got {space!r}")
     trial_env = TrialWrapper(env, config.trial_episodes)
     num_steps = config.num_steps or config.trial_episodes * task_horizon(tasks, "num_steps")
-    net = RecurrentActorCritic(action_dim=action_dim, discrete=discrete,
-                               hidden_size=config.hidden_size, cell=config.cell,
-                               init_log_std=config.init_log_std)
+    if config.cell == "transformer":
+        net = TransformerActorCritic(action_dim=action_dim, discrete=discrete,
+                                     d_model=config.hidden_size, num_heads=config.num_heads,
+                                     num_layers=config.num_layers,
+                                     context=config.context or num_steps,
+                                     init_log_std=config.init_log_std)
+    else:
+        net = RecurrentActorCritic(action_dim=action_dim, discrete=discrete,
+                                   hidden_size=config.hidden_size, cell=config.cell,
+                                   init_log_std=config.init_log_std)
     obs_dim = trial_env.observation_space().shape
     optimizer = maml.clipped_optimizer(optax.adam(config.learning_rate), config.max_grad_norm)
 
@@ -212,6 +237,9 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution) -
         return traj, bootstrap
 
     def unroll(params, obs):
+        if config.cell == "transformer":  # one masked attention over the trial (= the cache)
+            return net.apply(params, obs, method=TransformerActorCritic.sequence)
+
         def step(carry, o):
             carry, dist, value = net.apply(params, carry, o)
             return carry, (dist, value)

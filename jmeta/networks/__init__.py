@@ -1,4 +1,4 @@
-"""Flax networks: MLP policies and values, recurrent actor-critics (transformer memory comes later)."""
+"""Flax networks: MLP policies and values, recurrent and Transformer actor-critics."""
 
 from jmeta.networks.mlp import MLP, activation
 from jmeta.networks.policies import (
@@ -10,6 +10,7 @@ from jmeta.networks.policies import (
     make_mlp_policy,
 )
 from jmeta.networks.recurrent import RecurrentActorCritic
+from jmeta.networks.transformer import TransformerActorCritic
 
 __all__ = [
     "CategoricalMLP",
@@ -20,5 +21,6 @@ __all__ = [
     "make_mlp_policy",
     "MLP",
     "RecurrentActorCritic",
+    "TransformerActorCritic",
     "activation",
 ]
