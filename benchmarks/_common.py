@@ -53,3 +53,62 @@ def time_call(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float]]:
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - t0)
     return statistics.median(times), times
+
+
+def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a jitted ``n × n`` float32 matmul (median of ``repeats``): the peak that
+    benchmarks compare their achieved GFLOP/s against."""
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (n, n))
+    b = jax.random.normal(jax.random.key(1), (n, n))
+    f = jax.jit(jnp.matmul)
+    f(a, b).block_until_ready()
+    median, _ = time_call(lambda: f(a, b), repeats)
+    return 2 * n**3 / median
+
+
+def train_with_checkpoints(algo, iterations: int, chunk: int, ckpt_dir: Path, name: str,
+                           resume: bool, log: Callable[[str], None],
+                           record: Callable[[Any, int], dict], seed: int = 0):
+    """Trains ``algo`` for ``iterations`` meta-iterations in jitted chunks of ``chunk``, writing a
+    checkpoint (flax msgpack of the TrainState, key as raw key data) and the history after each
+    chunk, so a killed run continues with ``resume=True``.
+
+    Args:
+      record: ``record(metrics, i) -> dict``: the history entry of the chunk's ``i``-th iteration
+        from the chunk's stacked metrics.
+
+    Returns:
+      ``(state, history)``; each history entry also has ``iteration`` and ``seconds`` (the chunk's
+      wall time per iteration; the first chunk includes compilation).
+    """
+    from flax import serialization
+
+    state = algo.init(jax.random.key(seed))
+    history: list[dict] = []
+    ckpt, hist_path = ckpt_dir / f"{name}.msgpack", ckpt_dir / f"{name}.history.json"
+    if resume and ckpt.exists() and hist_path.exists():
+        raw = serialization.from_bytes(state.replace(key=jax.random.key_data(state.key)),
+                                       ckpt.read_bytes())
+        state = raw.replace(key=jax.random.wrap_key_data(raw.key))
+        history = json.loads(hist_path.read_text())
+        log(f"{name}: resumed at iteration {int(state.iteration)}")
+    train = jax.jit(algo.train, static_argnames="num_iterations")
+    while int(state.iteration) < iterations:
+        n = min(chunk, iterations - int(state.iteration))
+        t0 = time.perf_counter()
+        state, metrics = train(state, num_iterations=n)
+        jax.block_until_ready(metrics)
+        dt = time.perf_counter() - t0
+        for i in range(n):
+            history.append({"iteration": int(state.iteration) - n + i + 1, **record(metrics, i),
+                            "seconds": dt / n})
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.write_bytes(serialization.to_bytes(state.replace(key=jax.random.key_data(state.key))))
+        hist_path.write_text(json.dumps(history))
+        last = {k: v for k, v in history[-1].items() if k not in ("iteration", "seconds")}
+        log(f"{name}: iteration {int(state.iteration)}/{iterations}  "
+            + "  ".join(f"{k} {v:8.2f}" for k, v in last.items() if isinstance(v, float))
+            + f"  ({dt / n:.2f} s/iter)")
+    return state, history

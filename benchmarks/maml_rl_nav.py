@@ -31,13 +31,11 @@ import argparse
 import csv
 import json
 import sys
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import serialization
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
@@ -83,46 +81,18 @@ def build(method: str, config: maml_rl.Config, action_scaling: str = "rllab"):
     return maml_rl.make(config, env, tasks), tasks
 
 
-def train_method(method, algo, iterations, chunk, ckpt_dir: Path, resume: bool, log):
-    state = algo.init(jax.random.key(0))
-    history: list[dict] = []
-    ckpt = ckpt_dir / f"{method}.msgpack"
-    hist_path = ckpt_dir / f"{method}.history.json"
-    if resume and ckpt.exists() and hist_path.exists():
-        raw = serialization.from_bytes(state.replace(key=jax.random.key_data(state.key)),
-                                       ckpt.read_bytes())
-        state = raw.replace(key=jax.random.wrap_key_data(raw.key))
-        history = json.loads(hist_path.read_text())
-        log(f"{method}: resumed at iteration {int(state.iteration)}")
-    train = jax.jit(algo.train, static_argnames="num_iterations")
-    compile_s = None
-    while int(state.iteration) < iterations:
-        n = min(chunk, iterations - int(state.iteration))
-        t0 = time.perf_counter()
-        state, metrics = train(state, num_iterations=n)
-        jax.block_until_ready(metrics)
-        dt = time.perf_counter() - t0
-        if compile_s is None:
-            compile_s = dt
-        for i in range(n):
-            history.append({"iteration": int(state.iteration) - n + i + 1,
-                            "return_pre": float(metrics["return_pre"][i]),
-                            "return_post": float(metrics["return_post"][i]),
-                            "seconds": dt / n})
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.write_bytes(serialization.to_bytes(state.replace(key=jax.random.key_data(state.key))))
-        hist_path.write_text(json.dumps(history))
-        log(f"{method}: iteration {int(state.iteration)}/{iterations}  "
-            f"pre {history[-1]['return_pre']:8.2f}  post {history[-1]['return_post']:8.2f}  "
-            f"({dt / n:.2f} s/iter)")
-    return state, history
+def nav_record(metrics, i) -> dict:
+    return {"return_pre": float(metrics["return_pre"][i]),
+            "return_post": float(metrics["return_post"][i])}
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default="benchmarks/results/maml_rl_nav.json")
-    ap.add_argument("--iterations", type=int, default=None, help="meta-iterations (default 500)")
+    ap.add_argument("--iterations", type=int, default=None,
+                    help="meta-iterations (default 500); with --resume, a method already "
+                         "trained further is evaluated as it is (results record its count)")
     ap.add_argument("--inner-lr", type=float, default=0.5)
     ap.add_argument("--methods", default=None,
                     help=f"comma-separated subset of {','.join(METHODS)} (quick: trpo,random)")
@@ -156,13 +126,13 @@ def main(argv=None) -> dict:
         if method == "random":
             state, history = algo.init(jax.random.key(0)), []
         else:
-            state, history = train_method(method, algo, iterations, args.chunk, ckpt_dir,
-                                          args.resume, log)
+            state, history = _common.train_with_checkpoints(
+                algo, iterations, args.chunk, ckpt_dir, method, args.resume, log, nav_record)
         evaluate = jax.jit(jmeta.evaluate, static_argnums=(0, 2, 4))
         ev = evaluate(algo, state, tasks.test, jax.random.key(123), test_tasks)
         results[method] = {
             "mean": np.asarray(ev.mean).tolist(), "std": np.asarray(ev.std).tolist(),
-            "sem": np.asarray(ev.sem).tolist(),
+            "sem": np.asarray(ev.sem).tolist(), "iterations": int(state.iteration),
             "sec_per_iter_median": float(np.median([h["seconds"] for h in history]))
             if history else None,
         }
@@ -179,8 +149,9 @@ def main(argv=None) -> dict:
         headline["fomaml_return_step1"] = results["fomaml"]["mean"][1]
     config = {
         "env": "point-nav", "horizon": 100, "reward": "-L2 distance (authors' code)",
-        "action_scaling": args.action_scaling, "iterations": iterations, "test_tasks": test_tasks, "eval_trajectories_per_step": 40
-        if not args.quick else 8, "eval_lr": f"alpha={args.inner_lr} then alpha/2",
+        "action_scaling": args.action_scaling, "iterations": iterations,
+        "test_tasks": test_tasks, "eval_trajectories_per_step": 40 if not args.quick else 8,
+        "eval_lr": f"alpha={args.inner_lr} then alpha/2",
         "methods": {m: dataclass_dict(c) for m, c in configs.items()},
         "quick": args.quick,
     }
@@ -188,10 +159,11 @@ def main(argv=None) -> dict:
                        paper=PAPER)
     plot(results, curves, Path(args.out).with_suffix(".png"))
 
-    print(f"\n{'method':12s} {'step 0':>9s} {'step 1':>9s} {'step 2':>9s} {'step 3':>9s}   paper")
+    print(f"\n{'method':12s} {'iters':>5s} {'step 0':>9s} {'step 1':>9s} {'step 2':>9s} "
+          f"{'step 3':>9s}   paper")
     for m, r in results.items():
         row = " ".join(f"{x:9.2f}" for x in r["mean"])
-        print(f"{m:12s} {row}   {PAPER.get(m, '')}")
+        print(f"{m:12s} {r['iterations']:5d} {row}   {PAPER.get(m, '')}")
     print("targets (TRPO-MAML): step 1 >= -11.7, step 3 >= -3.3")
     return headline
 

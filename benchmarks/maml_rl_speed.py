@@ -60,15 +60,6 @@ def flops_of(compiled) -> float:
     return float(analysis.get("flops", float("nan")))
 
 
-def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
-    a = jax.random.normal(jax.random.key(0), (n, n))
-    b = jax.random.normal(jax.random.key(1), (n, n))
-    f = jax.jit(jnp.matmul)
-    f(a, b).block_until_ready()
-    median, _ = _common.time_call(lambda: f(a, b), repeats)
-    return 2 * n**3 / median
-
-
 def time_update(config: maml_rl.Config, iterations: int):
     env, tasks = jmeta.make("point-nav")
     comp = maml_rl.make_components(config, env, tasks)
@@ -130,7 +121,7 @@ def main(argv=None) -> dict:
     scaling = [int(x) for x in (args.scaling or ("" if args.quick else "10,20,40,80,160,640"))
                .split(",") if x]
 
-    peak = matmul_peak(512 if args.quick else 2048)
+    peak = _common.matmul_peak(512 if args.quick else 2048)
     main_run, comp, state, tasks = time_update(speed_config(num_tasks), iterations)
     config = speed_config(num_tasks)
     fl = corrected_flops(config, comp, state, tasks, main_run["flops_body_once"],

@@ -19,6 +19,9 @@ REQUIRED_KEYS = {
     "maml_speed": ["jax_second_order_its", "jax_first_order_its", "jax_remat_its"],
     "maml_rl_nav": ["return_step0", "return_step1", "return_step2", "return_step3"],
     "maml_rl_speed": ["sec_per_iter", "compile_s", "flop_efficiency"],
+    "rl2_bandits": ["n10_k5_total_reward", "ucb1_n10_k5_total_reward",
+                    "thompson_n10_k5_total_reward", "train_steps_per_s", "flop_efficiency"],
+    "rl2_mdp": ["n2_total_reward", "psrl_n2_total_reward"],
 }
 
 

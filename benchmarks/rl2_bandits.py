@@ -1,0 +1,272 @@
+"""RL² on Bernoulli bandits (Duan et al. 2016, Table 1), beside the classical strategies.
+
+For each setting (n pulls per trial, k arms): RL² (GRU-256 by default, PPO over trials) is trained
+for ``--iterations`` meta-iterations, then every strategy plays one trial on the *same* 1000 test
+tasks (arm means U[0, 1]): RL², random, greedy, ε-greedy, UCB1, Thompson sampling and Gittins
+indices (``jmeta.baselines.bandits``). Reported: the mean total reward per trial and its SEM.
+
+Throughput: training env-steps per second (rollout and PPO updates included) of a GRU-256 and an
+LSTM-256 agent at n=100, k=10, and the achieved GFLOP/s against a matmul peak measured in the same
+process. FLOPs: XLA's cost analysis counts a loop body once, so they are counted per step from one
+network step's forward and forward+backward cost analyses: ``T·B`` forward steps for the rollout
+plus ``epochs · T·B`` forward+backward steps for PPO.
+
+Training runs in jitted chunks with a checkpoint after each (``benchmarks/out/rl2_bandits/``), so a
+killed run continues with ``--resume``.
+
+    python benchmarks/rl2_bandits.py [--quick] [--out PATH.json] [--settings 10:5,100:10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+import jmeta  # noqa: E402
+from jmeta.algorithms import rl2  # noqa: E402
+from jmeta.baselines import bandits  # noqa: E402
+
+PAPER = {  # Duan et al. 2016, Table 1 (shared/reference/published.md)
+    (10, 5): {"random": 5.0, "gittins": 6.6, "thompson": 5.7, "ucb1": 6.7, "epsilon_greedy": 6.6,
+              "greedy": 6.6, "rl2": 6.7},
+    (10, 10): {"random": 5.0, "gittins": 6.6, "thompson": 5.5, "ucb1": 6.7,
+               "epsilon_greedy": 6.6, "greedy": 6.6, "rl2": 6.7},
+    (10, 50): {"random": 5.1, "gittins": 6.5, "thompson": 5.2, "ucb1": 6.6,
+               "epsilon_greedy": 6.5, "greedy": 6.5, "rl2": 6.8},
+    (100, 5): {"random": 49.9, "gittins": 78.3, "thompson": 74.7, "ucb1": 78.0,
+               "epsilon_greedy": 75.4, "greedy": 74.8, "rl2": 78.7},
+    (100, 10): {"random": 49.9, "gittins": 82.8, "thompson": 76.7, "ucb1": 82.4,
+                "epsilon_greedy": 77.4, "greedy": 77.1, "rl2": 83.5},
+    (100, 50): {"random": 49.8, "gittins": 85.2, "thompson": 64.5, "ucb1": 84.3,
+                "epsilon_greedy": 78.3, "greedy": 78.0, "rl2": 84.9},
+    (500, 5): {"random": 249.8, "gittins": 405.8, "thompson": 402.0, "ucb1": 405.8,
+               "epsilon_greedy": 388.2, "greedy": 380.6, "rl2": 401.6},
+    (500, 10): {"random": 249.0, "gittins": 437.8, "thompson": 429.5, "ucb1": 437.1,
+                "epsilon_greedy": 408.0, "greedy": 395.0, "rl2": 432.5},
+    (500, 50): {"random": 249.6, "gittins": 463.7, "thompson": 427.2, "ucb1": 457.6,
+                "epsilon_greedy": 413.6, "greedy": 402.8, "rl2": 438.9},
+}
+TARGETS = {(10, 5): 6.6, (100, 10): 83.0, (500, 10): 430.0}
+
+
+def rl2_config(n: int, quick: bool, cell: str = "gru", hidden: int = 256) -> rl2.Config:
+    if quick:
+        return rl2.Config(num_tasks=16, trial_episodes=n, cell=cell, hidden_size=16,
+                          num_minibatches=2, num_epochs=2, learning_rate=3e-3, gae_lambda=0.3)
+    # Long trials: fewer trials per batch keep the steps per iteration near 64 × 100.
+    num_tasks = 64 if n <= 100 else 16
+    return rl2.Config(num_tasks=num_tasks, trial_episodes=n, cell=cell, hidden_size=hidden,
+                      num_minibatches=4, num_epochs=4, learning_rate=1e-3, gae_lambda=0.3,
+                      gamma=0.99, ent_coef=0.01, max_grad_norm=0.5)
+
+
+def record(metrics, i) -> dict:
+    return {"trial_return": float(metrics["trial_return"][i]),
+            "entropy": float(metrics["entropy"][i])}
+
+
+TUNING_GRID = {
+    "ucb1": {"c": (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)},
+    "epsilon_greedy": {"epsilon": (0.0, 0.01, 0.05, 0.1, 0.2)},
+    "gittins": {"discount": (0.8, 0.9, 0.95, 0.98, 0.99)},
+}
+
+
+def tune_baselines(tasks, n: int, quick: bool) -> dict:
+    """The best option of each tunable strategy on training tasks (Duan et al. tuned their
+    baselines' hyperparameters too): ``{strategy: {option: value}}``."""
+    means = tasks.train.sample_batch(jax.random.key(99), 100 if quick else 500).arm_means
+    best = {}
+    grids = {"ucb1": {"c": (0.1, 1.0)}} if quick else TUNING_GRID  # quick: compile less
+    for strategy, grid in grids.items():
+        (option, values), = grid.items()
+        scores = [float(jnp.mean(bandits.evaluate(strategy, means, jax.random.key(98), n,
+                                                  **{option: v}))) for v in values]
+        best[strategy] = {option: values[int(np.argmax(scores))]}
+    return best
+
+
+def one_step_flops(config: rl2.Config, env, tasks, batch: int) -> tuple[float, float]:
+    """(forward, forward+backward) FLOPs of one network step on ``batch`` inputs."""
+    comp = rl2.make_components(config, env, tasks)
+    net = comp.network
+    params = comp.algorithm.init(jax.random.key(0)).params
+    obs = jnp.zeros((batch,) + comp.env.observation_space().shape)
+    carry = net.initial_carry((batch,))
+
+    def fwd(p, c, o):
+        _, d, v = net.apply(p, c, o)
+        return jnp.sum(d) + jnp.sum(v)
+
+    f = jax.jit(fwd).lower(params, carry, obs).compile()
+    g = jax.jit(jax.grad(fwd, argnums=(0, 1))).lower(params, carry, obs).compile()
+    return _flops(f), _flops(g)
+
+
+def _flops(compiled) -> float:
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, list):
+        analysis = analysis[0]
+    return float(analysis.get("flops", float("nan")))
+
+
+def throughput(cell: str, quick: bool, peak: float) -> dict:
+    n, k = (10, 3) if quick else (100, 10)
+    env, tasks = jmeta.make("bandit", num_arms=k)
+    config = rl2_config(n, quick, cell)
+    algo = rl2.make(config, env, tasks)
+    state = algo.init(jax.random.key(0))
+    chunk = 2 if quick else 5
+    train = jax.jit(algo.train, static_argnames="num_iterations")
+    t0 = time.perf_counter()
+    state, m = train(state, num_iterations=chunk)
+    jax.block_until_ready(m)
+    compile_s = time.perf_counter() - t0
+    times = []
+    for _ in range(2 if quick else 3):
+        t0 = time.perf_counter()
+        state, m = train(state, num_iterations=chunk)
+        jax.block_until_ready(m)
+        times.append((time.perf_counter() - t0) / chunk)
+    sec = float(np.median(times))
+    steps = config.num_tasks * n
+    f_fwd, f_grad = one_step_flops(config, env, tasks, config.num_tasks)
+    flops_iter = n * f_fwd + config.num_epochs * n * f_grad
+    return {"cell": cell, "hidden": config.hidden_size, "n": n, "k": k,
+            "sec_per_iter": sec, "steps_per_iter": steps, "steps_per_s": steps / sec,
+            "first_chunk_s_incl_compile": compile_s, "flops_per_iter": flops_iter,
+            "gflops": flops_iter / sec / 1e9, "flop_efficiency": flops_iter / sec / peak}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default="benchmarks/results/rl2_bandits.json")
+    ap.add_argument("--settings", default=None, help="n:k pairs (default 10:5,100:10,500:10)")
+    ap.add_argument("--iterations", default=None,
+                    help="meta-iterations per setting: one number or n:iters pairs "
+                         "(default 10:1000,100:1500,500:1500)")
+    ap.add_argument("--test-tasks", type=int, default=None, help="default 1000")
+    ap.add_argument("--chunk", type=int, default=50)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--ckpt-dir", default="benchmarks/out/rl2_bandits")
+    args = ap.parse_args(argv)
+
+    settings = [tuple(int(x) for x in s.split(":")) for s in
+                (args.settings or ("10:5" if args.quick else "10:5,100:10,500:10")).split(",")]
+    iters_spec = args.iterations or ("10:20" if args.quick else "10:1000,100:1500,500:1500")
+    if ":" in iters_spec:
+        iters_by_n = {int(a): int(b) for a, b in (p.split(":") for p in iters_spec.split(","))}
+    else:
+        iters_by_n = {n: int(iters_spec) for n, _ in settings}
+    test_tasks = args.test_tasks or (100 if args.quick else 1000)
+    log = lambda msg: print(msg, flush=True)  # noqa: E731
+    ckpt_dir = Path(args.ckpt_dir) / ("quick" if args.quick else "full")
+
+    tables, curves, tuned = {}, {}, {}
+    for n, k in settings:
+        name = f"n{n}_k{k}"
+        env, tasks = jmeta.make("bandit", num_arms=k)
+        algo = rl2.make(rl2_config(n, args.quick), env, tasks)
+        iterations = iters_by_n.get(n)
+        if iterations is None:
+            ap.error(f"--iterations gives no count for n={n}")
+        state, history = _common.train_with_checkpoints(
+            algo, iterations, args.chunk if not args.quick else 10, ckpt_dir, name, args.resume,
+            log, record)
+        key = jax.random.key(2024)
+        ev = jax.jit(jmeta.evaluate, static_argnums=(0, 2, 4))(algo, state, tasks.test, key,
+                                                               test_tasks)
+        totals = {"rl2": np.asarray(jnp.sum(ev.returns, axis=-1))}
+        options = tune_baselines(tasks, n, args.quick)
+        for strategy in bandits.STRATEGIES:  # the same test tasks as RL²
+            totals[strategy] = np.asarray(jax.jit(
+                lambda means, kk, s=strategy: bandits.evaluate(s, means, kk, n,
+                                                               **options.get(s, {})))(
+                    ev.tasks.arm_means, jax.random.key(7)))
+        tuned[name] = options
+        tables[name] = {s: {"mean": float(v.mean()), "sem": float(v.std() / np.sqrt(len(v)))}
+                        for s, v in totals.items()}
+        tables[name]["rl2_per_pull"] = np.asarray(ev.mean).tolist()
+        curves[name] = history
+        log(f"{name}: RL² {tables[name]['rl2']['mean']:.2f}  "
+            + "  ".join(f"{s} {tables[name][s]['mean']:.2f}" for s in bandits.STRATEGIES))
+
+    peak = _common.matmul_peak(512 if args.quick else 2048)
+    tput = [] if args.skip_throughput else [throughput(c, args.quick, peak)
+                                             for c in ("gru", "lstm")]
+    headline = {}
+    for name, t in tables.items():
+        headline[f"{name}_total_reward"] = t["rl2"]["mean"]
+        for s in ("ucb1", "thompson"):
+            headline[f"{s}_{name}_total_reward"] = t[s]["mean"]
+    if tput:
+        headline["train_steps_per_s"] = tput[0]["steps_per_s"]
+        headline["flop_efficiency"] = tput[0]["flop_efficiency"]
+        headline["lstm_train_steps_per_s"] = tput[1]["steps_per_s"]
+    config = {
+        "settings": settings, "iterations": iters_by_n, "test_tasks": test_tasks,
+        "rl2": {f"n{n}": {f.name: getattr(rl2_config(n, args.quick), f.name)
+                          for f in rl2.Config.__dataclass_fields__.values()}
+                for n, _ in settings},
+        "baseline_options": tuned,
+        "baseline_tuning": "UCB1's c, epsilon-greedy's epsilon and Gittins' discount chosen per "
+                           "setting on 500 training tasks (not the test tasks); Thompson Beta(1,1)",
+        "quick": args.quick,
+    }
+    _common.write_json(args.out, headline, config, tables=tables, throughput=tput,
+                       matmul_peak_gflops=peak / 1e9, learning_curves=curves,
+                       paper={f"n{n}_k{k}": v for (n, k), v in PAPER.items()})
+    plot(curves, Path(args.out).with_suffix(".png"))
+
+    cols = ("rl2",) + bandits.STRATEGIES
+    print(f"\n{'setting':10s} " + " ".join(f"{c:>14s}" for c in cols))
+    for (n, k), (name, t) in zip(settings, tables.items()):
+        print(f"{name:10s} " + " ".join(f"{t[c]['mean']:14.2f}" for c in cols))
+        paper = PAPER.get((n, k))
+        if paper:
+            print(f"{'  paper':10s} " + " ".join(f"{paper.get(c, float('nan')):14.1f}"
+                                                for c in cols))
+        if (n, k) in TARGETS:
+            print(f"  target RL² >= {TARGETS[(n, k)]}")
+    for r in tput:
+        print(f"{r['cell']}-{r['hidden']} n={r['n']} k={r['k']}: {r['steps_per_s']:,.0f} "
+              f"train steps/s, {r['gflops']:.1f} GFLOP/s, efficiency {r['flop_efficiency']:.3f} "
+              "(target >= 0.25)")
+    return headline
+
+
+def plot(curves, path: Path, title: str = "RL² on Bernoulli bandits") -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, h in curves.items():
+        if h:
+            ret = np.array([x["trial_return"] for x in h])
+            n = int(re.search(r"n(\d+)", name).group(1))
+            ax.plot([x["iteration"] for x in h], ret / n, label=name)
+    ax.set_xlabel("meta-iteration")
+    ax.set_ylabel("trial return / episodes (train tasks)")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

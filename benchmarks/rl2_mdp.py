@@ -1,0 +1,124 @@
+"""RL² on random tabular MDPs (Duan et al. 2016, Table 2), beside random play and PSRL.
+
+Tasks: 10 states, 5 actions, episodes of H=10 steps; rewards N(μ, 1) with μ ~ N(1, 1) per
+(state, action); transitions from a flat Dirichlet per (state, action). For each trial length n
+(episodes per trial) and each memory (``--cells``: GRU-256 by default, and the Transformer agent),
+RL² is trained for ``--iterations`` meta-iterations, then every agent plays one trial on the same
+1000 test tasks: RL², random actions and posterior sampling (PSRL, ``jmeta.baselines.mdp``).
+Reported: the mean total reward per trial (sum over its n episodes) and its SEM.
+
+    python benchmarks/rl2_mdp.py [--quick] [--out PATH.json] [--episodes 10,25] [--cells gru]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+from rl2_bandits import plot, record  # noqa: E402
+
+import jmeta  # noqa: E402
+from jmeta.algorithms import rl2  # noqa: E402
+from jmeta.baselines import mdp  # noqa: E402
+
+PAPER = {  # Duan et al. 2016, Table 2 (shared/reference/published.md)
+    10: {"random": 100.1, "psrl": 138.1, "rl2": 156.2},
+    25: {"random": 250.2, "psrl": 408.8, "rl2": 445.7},
+    50: {"random": 499.7, "psrl": 904.4, "rl2": 936.1},
+    75: {"random": 749.9, "psrl": 1417.1, "rl2": 1428.8},
+    100: {"random": 999.4, "psrl": 1939.5, "rl2": 1913.7},
+}
+TARGETS = {10: 155.0, 25: 440.0}
+
+
+def rl2_config(n: int, cell: str, quick: bool) -> rl2.Config:
+    if quick:
+        return rl2.Config(num_tasks=8, trial_episodes=n, cell=cell, hidden_size=16, num_heads=2,
+                          num_layers=1, num_minibatches=2, num_epochs=2, learning_rate=3e-3)
+    return rl2.Config(num_tasks=64 if n <= 10 else 32, trial_episodes=n, cell=cell,
+                      hidden_size=256 if cell != "transformer" else 64, num_heads=4,
+                      num_layers=2, num_minibatches=4, num_epochs=4, learning_rate=1e-3,
+                      gamma=0.99, gae_lambda=0.3, ent_coef=0.01, max_grad_norm=0.5)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default="benchmarks/results/rl2_mdp.json")
+    ap.add_argument("--episodes", default=None, help="trial lengths n (default 10,25)")
+    ap.add_argument("--cells", default=None, help="memories to train (default gru)")
+    ap.add_argument("--iterations", type=int, default=None, help="default 1500")
+    ap.add_argument("--test-tasks", type=int, default=None, help="default 1000")
+    ap.add_argument("--chunk", type=int, default=50)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--ckpt-dir", default="benchmarks/out/rl2_mdp")
+    args = ap.parse_args(argv)
+
+    episodes = [int(x) for x in (args.episodes or ("2" if args.quick else "10,25")).split(",")]
+    cells = (args.cells or "gru").split(",")
+    iterations = args.iterations or (4 if args.quick else 1500)
+    test_tasks = args.test_tasks or (50 if args.quick else 1000)
+    log = lambda msg: print(msg, flush=True)  # noqa: E731
+    ckpt_dir = Path(args.ckpt_dir) / ("quick" if args.quick else "full")
+    env, tasks = jmeta.make("tabular-mdp")
+
+    tables, curves = {}, {}
+    for n in episodes:
+        table = {}
+        eval_tasks = None
+        for cell in cells:
+            name = f"{cell}_n{n}"
+            algo = rl2.make(rl2_config(n, cell, args.quick), env, tasks)
+            state, history = _common.train_with_checkpoints(
+                algo, iterations, 2 if args.quick else args.chunk, ckpt_dir, name, args.resume,
+                log, record)
+            ev = jax.jit(jmeta.evaluate, static_argnums=(0, 2, 4))(
+                algo, state, tasks.test, jax.random.key(2024), test_tasks)
+            eval_tasks = ev.tasks  # the same key: the same test tasks for every agent
+            table[f"rl2_{cell}"] = np.asarray(jnp.sum(ev.returns, axis=-1))
+            curves[name] = history
+        for strategy in mdp.STRATEGIES:
+            table[strategy] = np.asarray(jax.jit(
+                lambda p, k, s=strategy: mdp.evaluate(s, p, k, n))(eval_tasks, jax.random.key(7)))
+        tables[f"n{n}"] = {a: {"mean": float(v.mean()), "sem": float(v.std() / np.sqrt(len(v)))}
+                           for a, v in table.items()}
+        log(f"n={n}: " + "  ".join(f"{a} {v['mean']:.1f}" for a, v in tables[f"n{n}"].items()))
+
+    headline = {}
+    for n in episodes:
+        t = tables[f"n{n}"]
+        for cell in cells:
+            prefix = "" if cell == cells[0] else f"{cell}_"
+            headline[f"{prefix}n{n}_total_reward"] = t[f"rl2_{cell}"]["mean"]
+        headline[f"psrl_n{n}_total_reward"] = t["psrl"]["mean"]
+        headline[f"random_n{n}_total_reward"] = t["random"]["mean"]
+    config = {"episodes": episodes, "cells": cells, "iterations": iterations,
+              "test_tasks": test_tasks, "env": "tabular-mdp (10 states, 5 actions, H=10)",
+              "rl2": {f"{c}_n{n}": {f: getattr(rl2_config(n, c, args.quick), f)
+                                    for f in rl2.Config.__dataclass_fields__}
+                      for n in episodes for c in cells},
+              "quick": args.quick}
+    _common.write_json(args.out, headline, config, tables=tables, learning_curves=curves,
+                       paper={f"n{n}": v for n, v in PAPER.items()})
+    plot(curves, Path(args.out).with_suffix(".png"), "RL² on tabular MDPs")
+
+    agents = [f"rl2_{c}" for c in cells] + list(mdp.STRATEGIES)
+    print(f"\n{'n':>4s} " + " ".join(f"{a:>14s}" for a in agents) + "   paper (RL², PSRL)")
+    for n in episodes:
+        t = tables[f"n{n}"]
+        paper = PAPER.get(n, {})
+        print(f"{n:4d} " + " ".join(f"{t[a]['mean']:14.1f}" for a in agents)
+              + (f"   {paper['rl2']}, {paper['psrl']}" if paper else "   —")
+              + (f"  (target RL² >= {TARGETS[n]})" if n in TARGETS else ""))
+    return headline
+
+
+if __name__ == "__main__":
+    main()

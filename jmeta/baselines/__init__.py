@@ -1,0 +1,27 @@
+"""Classical baselines of RL² (Duan et al. 2016, Tables 1 and 2), as pure, jittable functions.
+
+* :mod:`jmeta.baselines.bandits`: random, greedy, epsilon-greedy, UCB1, Thompson sampling and
+  Gittins-index strategies for Bernoulli bandits (``jmeta.make("bandit")``).
+* :mod:`jmeta.baselines.mdp`: random and PSRL for random tabular MDPs
+  (``jmeta.make("tabular-mdp")``).
+
+Each module has ``STRATEGIES``, ``play(strategy, task, key, n, **options)`` (one trial) and
+``evaluate(strategy, tasks, key, n, **options)`` (total reward per task, vmapped).
+
+>>> import jax, jmeta
+>>> from jmeta.baselines import bandits
+>>> _, tasks = jmeta.make("bandit", num_arms=5)
+>>> arm_means = tasks.sample_batch(jax.random.key(0), 500).arm_means
+>>> mean_total = bandits.evaluate("thompson", arm_means, jax.random.key(1), num_pulls=10).mean()
+"""
+
+from jmeta.baselines import bandits, mdp
+from jmeta.baselines.bandits import gittins_index_table
+from jmeta.baselines.mdp import value_iteration
+
+__all__ = [
+    "bandits",
+    "gittins_index_table",
+    "mdp",
+    "value_iteration",
+]
