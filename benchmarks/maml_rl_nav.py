@@ -130,14 +130,22 @@ def main(argv=None) -> dict:
                 algo, iterations, args.chunk, ckpt_dir, method, args.resume, log, nav_record)
         evaluate = jax.jit(jmeta.evaluate, static_argnums=(0, 2, 4))
         ev = evaluate(algo, state, tasks.test, jax.random.key(123), test_tasks)
+        returns = np.asarray(ev.returns)  # [tasks, steps + 1]
+        # A VPG step can diverge (a sharp policy has huge log-likelihood gradients); such tasks
+        # are counted, and the statistics are over the tasks that stayed finite.
+        finite = np.isfinite(returns)
+        count = np.maximum(finite.sum(axis=0), 1)
+        mean = np.where(finite, returns, 0.0).sum(axis=0) / count
+        std = np.sqrt(np.where(finite, (returns - mean) ** 2, 0.0).sum(axis=0) / count)
         results[method] = {
-            "mean": np.asarray(ev.mean).tolist(), "std": np.asarray(ev.std).tolist(),
-            "sem": np.asarray(ev.sem).tolist(), "iterations": int(state.iteration),
+            "mean": mean.tolist(), "std": std.tolist(), "sem": (std / np.sqrt(count)).tolist(),
+            "diverged_tasks": (~finite).sum(axis=0).tolist(), "iterations": int(state.iteration),
             "sec_per_iter_median": float(np.median([h["seconds"] for h in history]))
             if history else None,
         }
         curves[method] = history
-        log(f"{method}: return after 0..3 steps {np.round(ev.mean, 2).tolist()}")
+        log(f"{method}: return after 0..3 steps {np.round(mean, 2).tolist()}, diverged tasks "
+            f"{results[method]['diverged_tasks']}")
 
     headline = {}
     if "trpo" in results:
@@ -163,7 +171,8 @@ def main(argv=None) -> dict:
           f"{'step 3':>9s}   paper")
     for m, r in results.items():
         row = " ".join(f"{x:9.2f}" for x in r["mean"])
-        print(f"{m:12s} {r['iterations']:5d} {row}   {PAPER.get(m, '')}")
+        diverged = f"  (diverged: {r['diverged_tasks']})" if any(r["diverged_tasks"]) else ""
+        print(f"{m:12s} {r['iterations']:5d} {row}   {PAPER.get(m, '')}{diverged}")
     print("targets (TRPO-MAML): step 1 >= -11.7, step 3 >= -3.3")
     return headline
 
