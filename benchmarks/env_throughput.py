@@ -12,7 +12,8 @@ do), so both sides run under the same conditions.
 
     python benchmarks/env_throughput.py [--quick] [--out PATH.json]
 
-Headline: ``point_nav_mlp_steps_per_s`` (best over batch >= 400; issue target >= 5 M/s on 2 CPU
+Headline: ``point_nav_mlp_steps_per_s`` (best over batch >= 400 of the median over ``--passes``
+passes of each configuration's median; issue target >= 5 M/s on 2 CPU
 cores).
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -89,11 +91,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true", help="small configuration (smoke run)")
     ap.add_argument("--out", default="benchmarks/results/env_throughput.json")
     ap.add_argument("--steps", type=int, default=None, help="rollout length T (default 100)")
+    ap.add_argument("--passes", type=int, default=None,
+                    help="passes over the headline configurations (default 3; quick 1)")
     args = ap.parse_args(argv)
 
     batches = QUICK_BATCHES if args.quick else FULL_BATCHES
     num_steps = args.steps or (50 if args.quick else 100)
     repeats = 3 if args.quick else 7
+    args.passes = args.passes or (1 if args.quick else 3)
     env_names = ["point-nav"] if args.quick else jmeta.envs.names()
     num_devices = len(jax.devices())
     rows = []
@@ -109,25 +114,40 @@ def main(argv=None) -> dict:
                           f"{r['steps_per_s'] / 1e6:8.3f} M steps/s "
                           f"(compile {r['compile_s']:.2f} s)", flush=True)
 
+    # The headline configurations again, in further passes minutes apart: this shared machine's
+    # speed drifts between minutes more than between the calls of one median, so the headline
+    # is the best batch size's median over passes of each pass's median.
     nav_mlp = [r for r in rows if r["env"] == "point-nav" and r["policy"] == "mlp"
                and r["batch"] >= 400]
-    headline = {"point_nav_mlp_steps_per_s": max(r["steps_per_s"] for r in nav_mlp)}
+    passes = {(r["batch"], r["devices"]): [r["steps_per_s"]] for r in nav_mlp}
+    for _ in range(args.passes - 1):
+        for r in nav_mlp:
+            again = measure("point-nav", "mlp", r["num_tasks"], r["num_episodes"], num_steps,
+                            repeats, r["devices"])
+            passes[(r["batch"], r["devices"])].append(again["steps_per_s"])
+    headline_rows = [{"batch": b, "devices": d, "passes_steps_per_s": v,
+                      "median_steps_per_s": statistics.median(v)} for (b, d), v in passes.items()]
+    headline = {"point_nav_mlp_steps_per_s": max(r["median_steps_per_s"] for r in headline_rows)}
     for name in env_names:
         for kind in ("random", "mlp"):
             best = max(r["steps_per_s"] for r in rows if r["env"] == name and r["policy"] == kind)
             headline[f"{name.replace('-', '_')}_{kind}_best_steps_per_s"] = best
-    single = [r for r in nav_mlp if r["devices"] == 1]
-    headline["point_nav_mlp_steps_per_s_1_device"] = max(r["steps_per_s"] for r in single)
+    headline["point_nav_mlp_steps_per_s_1_device"] = max(
+        r["median_steps_per_s"] for r in headline_rows if r["devices"] == 1)
     config = {"batches": batches, "num_steps": num_steps, "repeats": repeats, "quick": args.quick,
+              "headline_passes": args.passes,
               "auto_reset": True, "mlp": "64x64 tanh", "host_devices": num_devices}
-    _common.write_json(args.out, headline, config, rows=rows)
+    _common.write_json(args.out, headline, config, rows=rows, headline_passes=headline_rows)
 
     print(f"\n{'env':15s} {'policy':6s} {'batch':>6s} {'devices':>7s} {'M steps/s':>10s} "
           f"{'compile s':>9s}")
     for r in rows:
         print(f"{r['env']:15s} {r['policy']:6s} {r['batch']:6d} {r['devices']:7d} "
               f"{r['steps_per_s'] / 1e6:10.3f} {r['compile_s']:9.2f}")
-    print(f"\npoint_nav_mlp_steps_per_s (batch >= 400): "
+    for r in headline_rows:
+        print(f"point-nav mlp batch {r['batch']} devices {r['devices']}: passes "
+              + ", ".join(f"{x / 1e6:.2f}" for x in r["passes_steps_per_s"]) + " M/s")
+    print(f"\npoint_nav_mlp_steps_per_s (batch >= 400, median over passes): "
           f"{headline['point_nav_mlp_steps_per_s'] / 1e6:.2f} M/s (target >= 5 M/s)")
     return headline
 
