@@ -159,6 +159,7 @@ def test_short_bandit_run_beats_random_clearly():
     (dict(cell="rnn"), "cell: expected one of"),
     (dict(gamma=1.5), "gamma"),
     (dict(max_grad_norm=0.0), "max_grad_norm"),
+    (dict(cell="lstm", context=8), "only the 'transformer' memory has a window"),
 ])
 def test_bad_configs(kwargs, message):
     with pytest.raises(ValueError, match=message):

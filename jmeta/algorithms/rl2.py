@@ -117,6 +117,9 @@ class Config:
                 check_positive_int(f, getattr(self, f))
         if self.cell not in MEMORIES:
             raise ValueError(f"cell: expected one of {MEMORIES}, got {self.cell!r}")
+        if self.context is not None and self.cell != "transformer":
+            raise ValueError(f"context: only the 'transformer' memory has a window; "
+                             f"cell is {self.cell!r}")
         if self.cell == "transformer" and self.hidden_size % self.num_heads:
             raise ValueError(f"num_heads: {self.num_heads} does not divide hidden_size "
                              f"{self.hidden_size}")
