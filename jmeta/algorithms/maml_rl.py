@@ -61,12 +61,7 @@ from jmeta.envs.tasks import (
     check_positive_int,
     task_horizon,
 )
-from jmeta.networks.policies import (
-    CategoricalMLP,
-    GaussianMLP,
-    categorical_log_prob,
-    gaussian_log_prob,
-)
+from jmeta.networks.policies import CATEGORICAL, GAUSSIAN, CategoricalMLP, GaussianMLP
 from jmeta.rollout import episode_returns, rollout
 from jmeta.types import Trajectory
 
@@ -224,16 +219,16 @@ def make_policy(config: Config, env: Environment) -> PolicyFns:
         return PolicyFns(
             init=lambda key: module.init(key, dummy),
             dist=module.apply,
-            sample=lambda d, key: d[0] + jnp.exp(d[1]) * jax.random.normal(key, d[0].shape),
-            log_prob=lambda d, a: gaussian_log_prob(d[0], d[1], a),
+            sample=GAUSSIAN.sample,
+            log_prob=GAUSSIAN.log_prob,
             kl=lambda p, q: pg.gaussian_kl(p[0], p[1], q[0], q[1]),
         )
     module = CategoricalMLP(space.n, config.hidden_sizes, config.activation)
     return PolicyFns(
         init=lambda key: module.init(key, dummy),
         dist=module.apply,
-        sample=lambda logits, key: jax.random.categorical(key, logits).astype(jnp.int32),
-        log_prob=categorical_log_prob,
+        sample=CATEGORICAL.sample,
+        log_prob=CATEGORICAL.log_prob,
         kl=pg.categorical_kl,
     )
 

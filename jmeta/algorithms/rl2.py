@@ -51,7 +51,7 @@ from jmeta.envs.tasks import (
     task_horizon,
 )
 from jmeta.envs.wrappers import TrialWrapper
-from jmeta.networks.policies import categorical_log_prob, gaussian_log_prob
+from jmeta.networks.policies import CATEGORICAL, GAUSSIAN
 from jmeta.networks.recurrent import CELLS, RecurrentActorCritic
 from jmeta.networks.transformer import TransformerActorCritic
 from jmeta.rollout import rollout
@@ -213,19 +213,7 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution) -
     obs_dim = trial_env.observation_space().shape
     optimizer = maml.clipped_optimizer(optax.adam(config.learning_rate), config.max_grad_norm)
 
-    if discrete:
-        sample = lambda d, key: jax.random.categorical(key, d).astype(jnp.int32)  # noqa: E731
-        log_prob = categorical_log_prob
-
-        def entropy(logits):
-            logp = jax.nn.log_softmax(logits)
-            return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
-    else:
-        sample = lambda d, key: d[0] + jnp.exp(d[1]) * jax.random.normal(key, d[0].shape)  # noqa
-        log_prob = lambda d, a: gaussian_log_prob(d[0], d[1], a)  # noqa: E731
-
-        def entropy(d):
-            return jnp.sum(d[1] + 0.5 * jnp.log(2 * jnp.pi * jnp.e), axis=-1)
+    sample, log_prob, entropy = CATEGORICAL if discrete else GAUSSIAN
 
     def act(params, carry, obs, key):
         carry, dist, value = net.apply(params, carry, obs)

@@ -159,7 +159,6 @@ class TaskDistribution:
         return self.with_split("ood")
 
 
-
 def task_horizon(tasks: TaskDistribution, option: str = "num_steps") -> int:
     """The static episode length (``horizon``) of ``tasks``' params, looking through wrapper
     params (``env_params``) such as observation noise.

@@ -2,7 +2,10 @@
 
 from jmeta.networks.mlp import MLP, activation
 from jmeta.networks.policies import (
+    CATEGORICAL,
+    GAUSSIAN,
     CategoricalMLP,
+    DistributionFns,
     GaussianMLP,
     MLPPolicy,
     categorical_log_prob,
@@ -13,6 +16,9 @@ from jmeta.networks.recurrent import RecurrentActorCritic
 from jmeta.networks.transformer import TransformerActorCritic
 
 __all__ = [
+    "CATEGORICAL",
+    "DistributionFns",
+    "GAUSSIAN",
     "CategoricalMLP",
     "GaussianMLP",
     "MLPPolicy",

@@ -66,6 +66,43 @@ def categorical_log_prob(logits: jax.Array, action: jax.Array) -> jax.Array:
     return jnp.take_along_axis(logp, action[..., None].astype(jnp.int32), -1)[..., 0]
 
 
+def gaussian_sample(dist: tuple[jax.Array, jax.Array], key: jax.Array) -> jax.Array:
+    """A draw from ``N(mean, exp(log_std)²)``, ``dist = (mean, log_std)``."""
+    mean, log_std = dist
+    return mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+
+
+def gaussian_entropy(dist: tuple[jax.Array, jax.Array]) -> jax.Array:
+    """Entropy of the diagonal Gaussian ``dist = (mean, log_std)``, summed over the last axis."""
+    return jnp.sum(dist[1] + 0.5 * jnp.log(2 * jnp.pi * jnp.e), axis=-1)
+
+
+def categorical_sample(logits: jax.Array, key: jax.Array) -> jax.Array:
+    """An int32 draw from the categorical ``logits`` ``[..., n]``."""
+    return jax.random.categorical(key, logits).astype(jnp.int32)
+
+
+def categorical_entropy(logits: jax.Array) -> jax.Array:
+    """Entropy of the categorical ``logits`` ``[..., n]``."""
+    logp = jax.nn.log_softmax(logits)
+    return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+
+
+class DistributionFns(NamedTuple):
+    """Distribution-level functions of a policy head's output ``dist`` (``(mean, log_std)`` for
+    :data:`GAUSSIAN`, logits for :data:`CATEGORICAL`): ``sample(dist, key)``,
+    ``log_prob(dist, action)`` and ``entropy(dist)``."""
+
+    sample: Callable
+    log_prob: Callable
+    entropy: Callable
+
+
+GAUSSIAN = DistributionFns(gaussian_sample, lambda d, a: gaussian_log_prob(d[0], d[1], a),
+                           gaussian_entropy)
+CATEGORICAL = DistributionFns(categorical_sample, categorical_log_prob, categorical_entropy)
+
+
 class MLPPolicy(NamedTuple):
     """An MLP policy for an environment.
 
@@ -94,9 +131,9 @@ def make_mlp_policy(
         module = GaussianMLP(space.shape[0], tuple(hidden_sizes), activation, init_log_std)
 
         def act(params, carry, obs, key):
-            mean, log_std = module.apply(params, obs)
-            action = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
-            return carry, action, {"log_prob": gaussian_log_prob(mean, log_std, action)}
+            dist = module.apply(params, obs)
+            action = gaussian_sample(dist, key)
+            return carry, action, {"log_prob": GAUSSIAN.log_prob(dist, action)}
 
         def log_prob(params, obs, action):
             mean, log_std = module.apply(params, obs)
@@ -107,7 +144,7 @@ def make_mlp_policy(
 
         def act(params, carry, obs, key):
             logits = module.apply(params, obs)
-            action = jax.random.categorical(key, logits).astype(jnp.int32)
+            action = categorical_sample(logits, key)
             return carry, action, {"log_prob": categorical_log_prob(logits, action)}
 
         def log_prob(params, obs, action):
