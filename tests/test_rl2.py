@@ -106,6 +106,27 @@ def test_cut_rollout_bootstraps_from_the_next_value():
     np.testing.assert_allclose(bootstrap, v_next, rtol=1e-5, atol=1e-6)
 
 
+def test_reward_scale_scales_the_training_signal_only():
+    # GAE is linear in (rewards, values): with the critic's values fixed, scaling the rewards by
+    # s adds (s - 1)·GAE(rewards, values = 0) to the advantages; the trajectory (and so the
+    # reported returns) does not change.
+    env, tasks = jmeta.make("tabular-mdp")
+    one = rl2.make_components(rl2.Config(**TINY), env, tasks)
+    three = rl2.make_components(rl2.Config(**TINY, reward_scale=3.0), env, tasks)
+    params = one.algorithm.init(jax.random.key(0)).params
+    task, key = tasks.sample(jax.random.key(3)), jax.random.key(4)
+    traj, bootstrap = one.collect(params, task, key)
+    traj3, _ = three.collect(params, task, key)
+    chex.assert_trees_all_equal(traj, traj3)
+    adv1, targets1 = one.advantages(traj, bootstrap)
+    adv3, targets3 = three.advantages(traj, bootstrap)
+    zero = traj.extras["value"] * 0.0
+    reward_only, _ = one.advantages(traj._replace(extras={**traj.extras, "value": zero}),
+                                    jnp.zeros(()))
+    np.testing.assert_allclose(adv3 - adv1, 2.0 * reward_only, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(targets3 - targets1, adv3 - adv1, rtol=1e-5, atol=1e-5)
+
+
 def test_adapt_returns_per_episode_returns_and_is_deterministic():
     env, tasks = bandit(3)
     algo = rl2.make(rl2.Config(**TINY), env, tasks)
@@ -159,6 +180,7 @@ def test_short_bandit_run_beats_random_clearly():
     (dict(cell="rnn"), "cell: expected one of"),
     (dict(gamma=1.5), "gamma"),
     (dict(max_grad_norm=0.0), "max_grad_norm"),
+    (dict(reward_scale=0.0), "reward_scale"),
     (dict(cell="lstm", context=8), "only the 'transformer' memory has a window"),
 ])
 def test_bad_configs(kwargs, message):

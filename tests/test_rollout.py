@@ -4,6 +4,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import jmeta
 from jmeta.networks import make_mlp_policy
@@ -114,3 +115,69 @@ def test_rollout_no_recompilation():
 
     for seed in range(3):
         collect(params, tasks.sample_batch(jax.random.key(seed), 4), jax.random.key(seed))
+
+
+def mean_policy(module):
+    """The MLP's mean action (no noise): the same trajectory whatever the keys."""
+    def act(params, carry, obs, key):
+        mean, _ = module.apply(params, obs)
+        return carry + 1, mean, {"seen": obs}
+    return act
+
+
+def test_batched_policy_equals_per_rollout_policy_when_deterministic():
+    # Without randomness both paths must give the same trajectories, for episodes that end early
+    # (padding), with auto-reset, and with per-task parameters; the carry gets the batch axis.
+    env, tasks = jmeta.make("point-nav", horizon=6)
+    mlp = make_mlp_policy(env)
+    params = mlp.init(jax.random.key(0))
+    act = mean_policy(mlp.module)
+    task_batch = tasks.sample_batch(jax.random.key(1), 3)
+    for auto_reset in (False, True):
+        kw = dict(num_episodes=2, init_carry=jnp.int32(0), auto_reset=auto_reset)
+        c1, t1 = rollout_batch(env, act, params, task_batch, jax.random.key(2), 9, **kw)
+        c2, t2 = rollout_batch(env, act, params, task_batch, jax.random.key(5), 9,
+                               batched_policy=True, **kw)
+        chex.assert_trees_all_close(t1, t2, rtol=1e-5, atol=1e-6)
+        chex.assert_trees_all_close(c1, c2, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(c2.policy_carry, np.full((3, 2), 9))
+    per_task = jnp.array([[0.1, 0.0], [0.0, -0.1], [0.05, 0.05]])
+
+    def broadcast_policy(params, carry, obs, key):  # batch-polymorphic constant_policy
+        return carry + 1, jnp.broadcast_to(params, obs.shape), {"seen": obs}
+
+    kw = dict(num_episodes=2, init_carry=jnp.int32(0), params_per_task=True)
+    _, t1 = rollout_batch(env, broadcast_policy, per_task, task_batch, jax.random.key(0), 6, **kw)
+    _, t2 = rollout_batch(env, broadcast_policy, per_task, task_batch, jax.random.key(0), 6,
+                          batched_policy=True, **kw)
+    chex.assert_trees_all_close(t1, t2)
+    np.testing.assert_allclose(t2.action[2, 1, 0], [0.05, 0.05])
+    # a policy that is not batch-polymorphic is named as such, not an env shape error
+    with pytest.raises(ValueError, match="batched_policy=True: the policy is called on a batch"):
+        rollout_batch(env, constant_policy, per_task, task_batch, jax.random.key(0), 6,
+                      num_episodes=3, init_carry=jnp.int32(0), params_per_task=True,
+                      batched_policy=True)
+
+
+def test_batched_policy_stochastic_draws_are_deterministic_and_independent():
+    env, tasks = jmeta.make("point-nav", horizon=20)
+    mlp = make_mlp_policy(env, init_log_std=0.0)
+    params = mlp.init(jax.random.key(0))
+    task_batch = tasks.sample_batch(jax.random.key(1), 4)
+
+    def run(key):
+        return rollout_batch(env, mlp.act, params, task_batch, key, 20, num_episodes=8,
+                             auto_reset=True, batched_policy=True)[1]
+
+    t1 = jax.jit(run)(jax.random.key(3))
+    chex.assert_trees_all_equal(t1, jax.jit(run)(jax.random.key(3)))
+    chex.assert_trees_all_close(t1, run(jax.random.key(3)), rtol=1e-5, atol=1e-6)
+    assert t1.action.shape == (4, 8, 20, 2)
+    # log-probs are those of the taken actions; the noise differs across rollouts and steps and
+    # has unit scale (std 1 at log_std 0): 4·8·20·2 = 1280 draws
+    np.testing.assert_allclose(t1.extras["log_prob"], mlp.log_prob(params, t1.obs, t1.action),
+                               rtol=1e-4, atol=1e-5)
+    mean, _ = mlp.module.apply(params, t1.obs)
+    noise = np.asarray(t1.action - mean).reshape(-1)
+    assert abs(noise.std() - 1.0) < 0.06 and abs(noise.mean()) < 0.1
+    assert len(np.unique(noise.round(6))) == noise.size

@@ -85,6 +85,11 @@ class Config:
       gamma: discount γ within the trial (across its episodes).
       gae_lambda: GAE λ.
       normalize_advantages: normalise advantages per minibatch over valid steps.
+      reward_scale: multiplies the rewards the critic and the advantages are computed from (the
+        training signal only: returns, metrics and the observed previous reward stay unscaled).
+        Keeps value targets near unit scale where rewards are large or a trial long (tabular MDPs:
+        about 1 per step over 100+ steps), so the value loss does not swamp the policy gradient
+        under global-norm clipping.
       init_log_std: initial log-std of a Gaussian policy (continuous actions).
     """
 
@@ -106,6 +111,7 @@ class Config:
     gamma: float = 0.99
     gae_lambda: float = 0.95
     normalize_advantages: bool = True
+    reward_scale: float = 1.0
     init_log_std: float = 0.0
 
     def __post_init__(self):
@@ -123,7 +129,7 @@ class Config:
         if self.cell == "transformer" and self.hidden_size % self.num_heads:
             raise ValueError(f"num_heads: {self.num_heads} does not divide hidden_size "
                              f"{self.hidden_size}")
-        for f in ("learning_rate", "clip_eps", "max_grad_norm"):
+        for f in ("learning_rate", "clip_eps", "max_grad_norm", "reward_scale"):
             check_positive_float(f, getattr(self, f))
         for f in ("vf_coef", "ent_coef"):
             check_positive_float(f, getattr(self, f), allow_zero=True)
@@ -158,6 +164,8 @@ class Components(NamedTuple):
       collect: ``collect(params, task, key) -> (trajectory [T], bootstrap value)`` of one trial.
       unroll: ``unroll(params, obs [T, ...]) -> (dist, values [T])`` re-run from the zero state
         (the Transformer's whole-trial masked attention).
+      advantages: ``advantages(trajectory, bootstrap) -> (GAE advantages [T], value targets [T])``
+        of one collected trial.
       num_steps: the rollout length T.
     """
 
@@ -166,6 +174,7 @@ class Components(NamedTuple):
     env: Environment
     collect: Callable
     unroll: Callable
+    advantages: Callable
     num_steps: int
 
 
@@ -244,8 +253,8 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution) -
         # A rollout cut before the trial's end is a truncation: bootstrap V(next obs).
         cut = traj.valid[-1] & ~traj.terminated[-1]
         truncated = traj.truncated.at[-1].set(traj.truncated[-1] | cut)
-        adv = pg.gae(traj.reward, values, next_values, traj.terminated, truncated, traj.valid,
-                     config.gamma, config.gae_lambda)
+        adv = pg.gae(traj.reward * config.reward_scale, values, next_values, traj.terminated,
+                     truncated, traj.valid, config.gamma, config.gae_lambda)
         return adv, adv + values
 
     def init(key: jax.Array) -> TrainState:
@@ -318,4 +327,4 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution) -
 
     algorithm = Algorithm(init=init, update=update, train=scan_train(update), adapt=adapt)
     return Components(algorithm=algorithm, network=net, env=trial_env, collect=collect,
-                      unroll=unroll, num_steps=num_steps)
+                      unroll=unroll, advantages=advantages, num_steps=num_steps)
