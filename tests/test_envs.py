@@ -11,7 +11,7 @@ from jmeta.envs.point_nav import PointNavParams, sample_square_annulus
 from jmeta.envs.bandit import BanditParams
 from jmeta.envs.tabular_mdp import TabularMDPParams
 
-ALL_ENVS = ["bandit", "cold-start-rec", "point-nav", "tabular-mdp"]
+ALL_ENVS = ["bandit", "cold-start-rec", "memory-cue", "point-nav", "tabular-mdp"]
 
 
 def test_names_lists_every_env():

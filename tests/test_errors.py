@@ -10,7 +10,7 @@ from jmeta.rollout import rollout
 
 def test_unknown_env_lists_valid_names():
     with pytest.raises(ValueError, match=r"unknown environment 'point_nav'; valid names: "
-                                         r"bandit, cold-start-rec, point-nav, tabular-mdp"):
+                                         r"bandit, cold-start-rec, memory-cue, point-nav, tabular-mdp"):
         jmeta.make("point_nav")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from jmeta.envs import bandit, cold_start_rec, point_nav, tabular_mdp
+from jmeta.envs import bandit, cold_start_rec, memory_cue, point_nav, tabular_mdp
 from jmeta.envs.base import Environment
 from jmeta.envs.tasks import TaskDistribution
 from jmeta.envs.wrappers import with_observation_noise
@@ -90,3 +90,4 @@ register("bandit", bandit.BanditConfig, bandit.build)
 register("tabular-mdp", tabular_mdp.TabularMDPConfig, tabular_mdp.build)
 register("point-nav", point_nav.PointNavConfig, point_nav.build)
 register("cold-start-rec", cold_start_rec.ColdStartConfig, cold_start_rec.build)
+register("memory-cue", memory_cue.MemoryCueConfig, memory_cue.build)
