@@ -4,9 +4,13 @@
   Gittins-index strategies for Bernoulli bandits (``jmeta.make("bandit")``).
 * :mod:`jmeta.baselines.mdp`: random and PSRL for random tabular MDPs
   (``jmeta.make("tabular-mdp")``).
+* :mod:`jmeta.baselines.recommend`: popularity (no adaptation) and oracle recommenders for
+  cold-start recommendation (``jmeta.make("cold-start-rec")``).
 
 Each module has ``STRATEGIES``, ``play(strategy, task, key, n, **options)`` (one trial) and
-``evaluate(strategy, tasks, key, n, **options)`` (total reward per task, vmapped).
+``evaluate(strategy, tasks, key, n, **options)`` (total reward per task, vmapped);
+``recommend.play``/``evaluate`` also take the env (its catalogue is the click model) and return
+the per-interaction items and clicks.
 
 >>> import jax, jmeta
 >>> from jmeta.baselines import bandits
@@ -15,7 +19,7 @@ Each module has ``STRATEGIES``, ``play(strategy, task, key, n, **options)`` (one
 >>> mean_total = bandits.evaluate("thompson", arm_means, jax.random.key(1), num_pulls=10).mean()
 """
 
-from jmeta.baselines import bandits, mdp
+from jmeta.baselines import bandits, mdp, recommend
 from jmeta.baselines.bandits import gittins_index_table
 from jmeta.baselines.mdp import value_iteration
 
@@ -23,5 +27,6 @@ __all__ = [
     "bandits",
     "gittins_index_table",
     "mdp",
+    "recommend",
     "value_iteration",
 ]
