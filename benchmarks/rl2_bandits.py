@@ -59,15 +59,25 @@ PAPER = {  # Duan et al. 2016, Table 1 (shared/reference/published.md)
 TARGETS = {(10, 5): 6.6, (100, 10): 83.0, (500, 10): 430.0}
 
 
-def rl2_config(n: int, quick: bool, cell: str = "gru", hidden: int = 256) -> rl2.Config:
+def default_reward_scale(trial_steps: int) -> float:
+    """``min(1, 10 / trial_steps)``: keeps the critic's targets (up to ~ reward · min(T, 1/(1−γ)))
+    near unit scale for long trials, where they would swamp the policy gradient under global-norm
+    clipping (on 10-state MDPs, 100-step trials did not learn at all with scale 1)."""
+    return min(1.0, 10.0 / trial_steps)
+
+
+def rl2_config(n: int, quick: bool, cell: str = "gru", hidden: int = 256,
+               reward_scale: float | None = None) -> rl2.Config:
+    scale = default_reward_scale(n) if reward_scale is None else reward_scale
     if quick:
         return rl2.Config(num_tasks=16, trial_episodes=n, cell=cell, hidden_size=16,
-                          num_minibatches=2, num_epochs=2, learning_rate=3e-3, gae_lambda=0.3)
+                          num_minibatches=2, num_epochs=2, learning_rate=3e-3, gae_lambda=0.3,
+                          reward_scale=scale)
     # Long trials: fewer trials per batch keep the steps per iteration near 64 × 100.
     num_tasks = 64 if n <= 100 else 16
     return rl2.Config(num_tasks=num_tasks, trial_episodes=n, cell=cell, hidden_size=hidden,
                       num_minibatches=4, num_epochs=4, learning_rate=1e-3, gae_lambda=0.3,
-                      gamma=0.99, ent_coef=0.01, max_grad_norm=0.5)
+                      gamma=0.99, ent_coef=0.01, max_grad_norm=0.5, reward_scale=scale)
 
 
 def record(metrics, i) -> dict:
@@ -160,6 +170,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--chunk", type=int, default=50)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--reward-scale", type=float, default=None,
+                    help="rl2.Config.reward_scale (default min(1, 10 / trial length))")
     ap.add_argument("--ckpt-dir", default="benchmarks/out/rl2_bandits")
     args = ap.parse_args(argv)
 
@@ -178,7 +190,7 @@ def main(argv=None) -> dict:
     for n, k in settings:
         name = f"n{n}_k{k}"
         env, tasks = jmeta.make("bandit", num_arms=k)
-        algo = rl2.make(rl2_config(n, args.quick), env, tasks)
+        algo = rl2.make(rl2_config(n, args.quick, reward_scale=args.reward_scale), env, tasks)
         iterations = iters_by_n.get(n)
         if iterations is None:
             ap.error(f"--iterations gives no count for n={n}")
@@ -218,7 +230,7 @@ def main(argv=None) -> dict:
             headline["lstm_train_steps_per_s"] = tput[1]["steps_per_s"]
     config = {
         "settings": settings, "iterations": iters_by_n, "test_tasks": test_tasks,
-        "rl2": {f"n{n}": {f.name: getattr(rl2_config(n, args.quick), f.name)
+        "rl2": {f"n{n}": {f.name: getattr(rl2_config(n, args.quick, reward_scale=args.reward_scale), f.name)
                           for f in rl2.Config.__dataclass_fields__.values()}
                 for n, _ in settings},
         "baseline_options": tuned,

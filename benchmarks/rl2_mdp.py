@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
-from rl2_bandits import plot, record  # noqa: E402
+from rl2_bandits import default_reward_scale, plot, record  # noqa: E402
 
 import jmeta  # noqa: E402
 from jmeta.algorithms import rl2  # noqa: E402
@@ -38,14 +38,22 @@ PAPER = {  # Duan et al. 2016, Table 2 (shared/reference/published.md)
 TARGETS = {10: 155.0, 25: 440.0}
 
 
-def rl2_config(n: int, cell: str, quick: bool) -> rl2.Config:
+HORIZON = 10  # steps per episode of jmeta.make("tabular-mdp")
+
+
+def rl2_config(n: int, cell: str, quick: bool, reward_scale: float | None = None) -> rl2.Config:
+    # With the rewards unscaled (value targets ~60), 300 iterations at n=10 stayed at random
+    # play (~100); scaled by 0.1 they reached ~112 by iteration 125 (2026-11-25 probe).
+    scale = default_reward_scale(n * HORIZON) if reward_scale is None else reward_scale
     if quick:
         return rl2.Config(num_tasks=8, trial_episodes=n, cell=cell, hidden_size=16, num_heads=2,
-                          num_layers=1, num_minibatches=2, num_epochs=2, learning_rate=3e-3)
+                          num_layers=1, num_minibatches=2, num_epochs=2, learning_rate=3e-3,
+                          reward_scale=scale)
     return rl2.Config(num_tasks=64 if n <= 10 else 32, trial_episodes=n, cell=cell,
                       hidden_size=256 if cell != "transformer" else 64, num_heads=4,
                       num_layers=2, num_minibatches=4, num_epochs=4, learning_rate=1e-3,
-                      gamma=0.99, gae_lambda=0.3, ent_coef=0.01, max_grad_norm=0.5)
+                      gamma=0.99, gae_lambda=0.3, ent_coef=0.01, max_grad_norm=0.5,
+                      reward_scale=scale)
 
 
 def main(argv=None) -> dict:
@@ -58,6 +66,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--test-tasks", type=int, default=None, help="default 1000")
     ap.add_argument("--chunk", type=int, default=50)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--reward-scale", type=float, default=None,
+                    help="rl2.Config.reward_scale (default min(1, 10 / trial steps))")
     ap.add_argument("--ckpt-dir", default="benchmarks/out/rl2_mdp")
     args = ap.parse_args(argv)
 
@@ -75,7 +85,7 @@ def main(argv=None) -> dict:
         eval_tasks = None
         for cell in cells:
             name = f"{cell}_n{n}"
-            algo = rl2.make(rl2_config(n, cell, args.quick), env, tasks)
+            algo = rl2.make(rl2_config(n, cell, args.quick, args.reward_scale), env, tasks)
             state, history = _common.train_with_checkpoints(
                 algo, iterations, 2 if args.quick else args.chunk, ckpt_dir, name, args.resume,
                 log, record)
@@ -101,7 +111,7 @@ def main(argv=None) -> dict:
         headline[f"random_n{n}_total_reward"] = t["random"]["mean"]
     config = {"episodes": episodes, "cells": cells, "iterations": iterations,
               "test_tasks": test_tasks, "env": "tabular-mdp (10 states, 5 actions, H=10)",
-              "rl2": {f"{c}_n{n}": {f: getattr(rl2_config(n, c, args.quick), f)
+              "rl2": {f"{c}_n{n}": {f: getattr(rl2_config(n, c, args.quick, args.reward_scale), f)
                                     for f in rl2.Config.__dataclass_fields__}
                       for n in episodes for c in cells},
               "quick": args.quick}
