@@ -202,7 +202,22 @@ def main(argv=None) -> dict:
             log(f"{name}: first-round accuracy {t['first']:.3f}  late accuracy {t['late']:.3f}  "
                 f"({params[cell]} params, {timing[name]:.3f} s/iter, {sum(secs):.0f} s)")
 
+    # Sample efficiency: the first iteration at which the trailing 10-iteration mean training
+    # return reaches 95 % of the maximum (n correct answers); absent if never reached.
+    speed = {}
+    for name, history in curves.items():
+        n = int(name.rsplit("_n", 1)[1])
+        returns = np.array([h["trial_return"] for h in history])
+        smooth = np.convolve(returns, np.ones(10) / 10, mode="valid")
+        hit = np.flatnonzero(smooth >= 0.95 * n)
+        if hit.size:
+            iters = int(history[hit[0] + 9]["iteration"])
+            speed[name] = {"iterations": iters, "seconds": iters * timing[name]}
     headline = {"chance_accuracy": chance}
+    for name, v in speed.items():
+        agent, n = name.rsplit("_n", 1)
+        headline[f"{agent}_iters_to_95_n{n}"] = v["iterations"]
+        headline[f"{agent}_seconds_to_95_n{n}"] = v["seconds"]
     for n in rounds:
         for agent, t in tables[f"n{n}"].items():
             headline[f"{agent}_late_accuracy_n{n}"] = t["test"]["late"]
@@ -226,7 +241,7 @@ def main(argv=None) -> dict:
         "quick": args.quick,
     }
     _common.write_json(args.out, headline, config, tables=tables, params=params,
-                       sec_per_iter=timing, learning_curves=curves)
+                       sec_per_iter=timing, to_95_percent=speed, learning_curves=curves)
     plot(tables, curves, rounds, chance, args.round_length, Path(args.out).with_suffix(".png"))
 
     print(f"\nanswer accuracy on {test_tasks} test tasks (chance {chance:.2f}); "
@@ -244,6 +259,12 @@ def main(argv=None) -> dict:
                     f"{t['ood']['late']:6.3f} {timing[f'{agent}_n{n}']:6.3f} " if t else
                     f"{'—':>11s} {'—':>6s} {'—':>6s} {'—':>6s} ")
         print(row)
+    print("\niterations (and seconds at the median s/iter) until the trailing 10-iteration mean "
+          "training return reaches 95 % of n:")
+    for name in curves:
+        v = speed.get(name)
+        print(f"  {name:20s} " + (f"{v['iterations']:6d} it  {v['seconds']:7.1f} s" if v
+                                   else "not reached"))
     return headline
 
 
