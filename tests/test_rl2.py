@@ -141,6 +141,19 @@ def test_adapt_returns_per_episode_returns_and_is_deterministic():
     assert ev.returns.shape == (6, 4)
 
 
+def test_continuous_actions_train_under_jit():
+    # A Box action space (Gaussian head) through the TrialWrapper inside jit: the previous action
+    # is part of the observation, and its size must be static (it once was traced and failed).
+    env, tasks = jmeta.make("point-nav", horizon=5)
+    algo = rl2.make(rl2.Config(**{**TINY, "trial_episodes": 2}), jmeta.envs.RescaleAction(env),
+                    tasks)
+    state, metrics = jax.jit(algo.update)(algo.init(jax.random.key(0)))
+    assert metrics["episode_returns"].shape == (2,)
+    assert np.isfinite(float(metrics["loss"]))
+    out = jax.jit(algo.adapt)(state, tasks.sample(jax.random.key(1)), jax.random.key(2))
+    assert out.trajectory.action.shape == (10, 2) and out.trajectory.obs.shape == (10, 2 + 2 + 2)
+
+
 def test_update_compiles_once():
     chex.clear_trace_counter()
     env, tasks = bandit(3)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -237,7 +239,7 @@ class TrialWrapper(Wrapper):
 
     def _action_dim(self, params) -> int:
         space = self.env.action_space(params)
-        return space.n if isinstance(space, Discrete) else int(jnp.prod(jnp.array(space.shape)))
+        return space.n if isinstance(space, Discrete) else math.prod(space.shape)
 
     def _encode_action(self, action, params):
         space = self.env.action_space(params)
@@ -290,7 +292,7 @@ class TrialWrapper(Wrapper):
 
     def observation_space(self, params=None):
         inner = self.env.observation_space(params)
-        size = int(jnp.prod(jnp.array(inner.shape))) + self._action_dim(params) + 2
+        size = math.prod(inner.shape) + self._action_dim(params) + 2
         return Box(-jnp.inf, jnp.inf, (size,))
 
 
@@ -326,7 +328,7 @@ class TaskInObservation(Wrapper):
 
     def observation_space(self, params=None):
         inner = self.env.observation_space(params)
-        size = int(jnp.prod(jnp.array(inner.shape))) + self.feature_dim
+        size = math.prod(inner.shape) + self.feature_dim
         return Box(-jnp.inf, jnp.inf, (size,))
 
 
