@@ -17,7 +17,7 @@ demo: install-dev
 	$(PY) benchmarks/env_throughput.py --quick --out benchmarks/out/env_throughput_quick.json
 
 test: install-dev
-	$(PY) -m pytest -q -n auto tests
+	$(PY) -m pytest -q -n auto --durations=15 tests
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
