@@ -136,8 +136,9 @@ def rollout_batch(
     ``batched_policy=True`` the scan runs over time outside the batch and the policy is called once
     per step on the whole batch (``obs`` ``[num_tasks * num_episodes, ...]``, one key for all), as
     brax and purejaxrl do: one random draw of the batch's shape instead of one key derivation plus
-    one draw per rollout, about 20 % more env-steps/s for a 64×64 MLP on point-nav on 2 CPU cores
-    (``benchmarks/env_throughput.py``). The policy must then be batch-polymorphic (flax ``Dense``
+    one draw per rollout: for a 64×64 MLP on point-nav on 2 CPU cores, 5.6 against 4.8 M env-steps/s
+    at the best batch size, though not faster at every size (``benchmarks/env_throughput.py``,
+    ``benchmarks/RESULTS.md``). The policy must then be batch-polymorphic (flax ``Dense``
     layers and the samplers of :mod:`jmeta.networks.policies` are; a recurrent carry gets the
     batch axis in front of ``init_carry``'s shape). The trajectories have the same distribution
     and layout, but different draws for the same key than the default.

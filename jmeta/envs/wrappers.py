@@ -6,9 +6,8 @@ distribution, so the new field is sampled per task like any other.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
-
 import math
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
