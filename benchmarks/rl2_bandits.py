@@ -170,6 +170,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--chunk", type=int, default=50)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--cell", default="gru", choices=rl2.MEMORIES,
+                    help="RL²'s memory (default gru, Duan et al.'s; transformer: d_model 64)")
     ap.add_argument("--reward-scale", type=float, default=None,
                     help="rl2.Config.reward_scale (default min(1, 10 / trial length))")
     ap.add_argument("--ckpt-dir", default="benchmarks/out/rl2_bandits")
@@ -186,17 +188,21 @@ def main(argv=None) -> dict:
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     ckpt_dir = Path(args.ckpt_dir) / ("quick" if args.quick else "full")
 
+    def run_config(n: int) -> rl2.Config:
+        hidden = 64 if args.cell == "transformer" and not args.quick else 256
+        return rl2_config(n, args.quick, args.cell, hidden, args.reward_scale)
+
     tables, curves, tuned = {}, {}, {}
     for n, k in settings:
         name = f"n{n}_k{k}"
         env, tasks = jmeta.make("bandit", num_arms=k)
-        algo = rl2.make(rl2_config(n, args.quick, reward_scale=args.reward_scale), env, tasks)
+        algo = rl2.make(run_config(n), env, tasks)
         iterations = iters_by_n.get(n)
         if iterations is None:
             ap.error(f"--iterations gives no count for n={n}")
         state, history = _common.train_with_checkpoints(
-            algo, iterations, args.chunk if not args.quick else 10, ckpt_dir, name, args.resume,
-            log, record)
+            algo, iterations, args.chunk if not args.quick else 10, ckpt_dir,
+            name if args.cell == "gru" else f"{args.cell}_{name}", args.resume, log, record)
         key = jax.random.key(2024)
         ev = jax.jit(jmeta.evaluate, static_argnums=(0, 2, 4))(algo, state, tasks.test, key,
                                                                test_tasks)
@@ -230,7 +236,7 @@ def main(argv=None) -> dict:
             headline["lstm_train_steps_per_s"] = tput[1]["steps_per_s"]
     config = {
         "settings": settings, "iterations": iters_by_n, "test_tasks": test_tasks,
-        "rl2": {f"n{n}": {f.name: getattr(rl2_config(n, args.quick, reward_scale=args.reward_scale), f.name)
+        "rl2": {f"n{n}": {f.name: getattr(run_config(n), f.name)
                           for f in rl2.Config.__dataclass_fields__.values()}
                 for n, _ in settings},
         "baseline_options": tuned,
