@@ -183,21 +183,6 @@ def test_task_distribution_and_splits():
     np.testing.assert_allclose(sample_batch(t2.ood, key, 10).distractor_rate, 0.3)
 
 
-def test_no_recompilation_across_tasks():
-    env, tasks = jmeta.make("memory-cue")
-    chex.clear_trace_counter()
-
-    @jax.jit
-    @chex.assert_max_traces(n=1)
-    def step(key, state, action, params):
-        return env.step(key, state, action, params)
-
-    for seed in range(3):
-        params = tasks.sample(jax.random.key(seed))
-        _, state = env.reset(jax.random.key(seed), params)
-        step(jax.random.key(seed), state, jnp.int32(seed % 4), params)
-
-
 @pytest.mark.parametrize("overrides, message", [
     (dict(num_cues=1), r"num_cues: expected an int >= 2 \(one cue needs no memory\), got 1"),
     (dict(num_cues=2.5), r"num_cues: expected a positive int, got 2.5"),
