@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+import importlib
+
 from jmeta.envs import bandit, cold_start_rec, memory_cue, point_nav, tabular_mdp
+from jmeta.envs.mjx import config as mjx_config
 from jmeta.envs.base import Environment
 from jmeta.envs.tasks import TaskDistribution
 from jmeta.envs.wrappers import with_observation_noise
@@ -91,3 +94,18 @@ register("tabular-mdp", tabular_mdp.TabularMDPConfig, tabular_mdp.build)
 register("point-nav", point_nav.PointNavConfig, point_nav.build)
 register("cold-start-rec", cold_start_rec.ColdStartConfig, cold_start_rec.build)
 register("memory-cue", memory_cue.MemoryCueConfig, memory_cue.build)
+
+
+def _lazy(module: str, builder: str) -> Builder:
+    """A builder that imports ``module`` (MuJoCo and MJX) only when the env is built."""
+
+    def build(config):
+        return getattr(importlib.import_module(module), builder)(config)
+
+    return build
+
+
+register("halfcheetah-vel", mjx_config.HalfCheetahVelConfig,
+         _lazy("jmeta.envs.mjx.halfcheetah", "build_vel"))
+register("halfcheetah-dir", mjx_config.HalfCheetahDirConfig,
+         _lazy("jmeta.envs.mjx.halfcheetah", "build_dir"))
