@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 import jmeta  # noqa: E402
+from jmeta.envs.mjx.config import MJXConfig  # noqa: E402
 from jmeta.networks import make_mlp_policy  # noqa: E402
 from jmeta.rollout import rollout_batch  # noqa: E402
 
@@ -105,7 +106,9 @@ def main(argv=None) -> dict:
     num_steps = args.steps or (50 if args.quick else 100)
     repeats = 3 if args.quick else 7
     args.passes = args.passes or (1 if args.quick else 3)
-    env_names = ["point-nav"] if args.quick else jmeta.envs.names()
+    # The pure-JAX envs; MJX tasks have their own benchmark (mjx_throughput.py).
+    env_names = ["point-nav"] if args.quick else [
+        n for n in jmeta.envs.names() if not issubclass(jmeta.envs.config_class(n), MJXConfig)]
     num_devices = len(jax.devices())
     rows = []
     for name in env_names:

@@ -545,19 +545,25 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
         return new_state, metrics
 
     def adapt(state: TrainState, task: Any, key: jax.Array) -> AdaptResult:
-        """Meta-test: ``eval_steps`` VPG steps on fresh rollouts (α, then α·eval_lr_decay)."""
+        """Meta-test: ``eval_steps`` VPG steps on fresh rollouts (α, then α·eval_lr_decay).
+
+        The steps are one ``lax.scan`` (one rollout in the compiled program for all of them, then
+        one for the final return): an MJX rollout costs tens of seconds of XLA compilation each.
+        """
         keys = jax.random.split(key, config.eval_steps + 1)
-        theta = state.params
-        returns = []
-        for i in range(config.eval_steps + 1):
-            traj = collect(theta, task, keys[i], config.eval_episodes)
-            returns.append(jnp.mean(episode_returns(traj)))
-            if i < config.eval_steps:
-                lr = config.inner_lr if i == 0 else config.inner_lr * config.eval_lr_decay
-                batch = to_batch(theta, traj)
-                theta, _ = maml.adapt(vpg_loss, theta, batch, num_steps=1, inner_lr=lr,
-                                      reuse_batch=True)
-        return AdaptResult(params=theta, returns=jnp.stack(returns))
+        lrs = jnp.asarray([config.inner_lr] + [config.inner_lr * config.eval_lr_decay]
+                          * (config.eval_steps - 1), jnp.float32)
+
+        def vpg_step(theta, xs):
+            k, lr = xs
+            traj = collect(theta, task, k, config.eval_episodes)
+            theta, _ = maml.adapt(vpg_loss, theta, to_batch(theta, traj), num_steps=1,
+                                  inner_lr=lr, reuse_batch=True)
+            return theta, jnp.mean(episode_returns(traj))
+
+        theta, returns = jax.lax.scan(vpg_step, state.params, (keys[:-1], lrs))
+        last = jnp.mean(episode_returns(collect(theta, task, keys[-1], config.eval_episodes)))
+        return AdaptResult(params=theta, returns=jnp.concatenate([returns, last[None]]))
 
     algorithm = Algorithm(init=init, update=update, train=scan_train(update), adapt=adapt)
     return Components(algorithm=algorithm, policy=policy, task_data=task_data,

@@ -66,6 +66,27 @@ def asset_path(name: str) -> str:
     raise FileNotFoundError(f"no MJCF named {name!r} in jmeta's or brax's assets")
 
 
+def load_model(xml: str) -> mujoco.MjModel:
+    """Compiles the MJCF at ``xml``.
+
+    ``<compiler settotalmass=...>`` (brax's ``half_cheetah.xml`` has it) is deprecated in MuJoCo
+    ≥ 3.3 and makes the compiler write a warning to ``MUJOCO_LOG.TXT`` in the working directory
+    on every load; it is applied here instead as MuJoCo itself does (``mj_setTotalmass``, which
+    scales every mass and inertia, then ``mj_setConst``), giving the same model.
+    """
+    import re
+
+    with open(xml) as f:
+        text = f.read()
+    match = re.search(r'\ssettotalmass="([^"]+)"', text)
+    if match is None:
+        return mujoco.MjModel.from_xml_path(xml)
+    model = mujoco.MjModel.from_xml_string(text[:match.start()] + text[match.end():])
+    mujoco.mj_setTotalmass(model, float(match.group(1)))
+    mujoco.mj_setConst(model, mujoco.MjData(model))
+    return model
+
+
 # --- per-task physics ---------------------------------------------------------------------------
 @struct.dataclass
 class Physics:
@@ -171,7 +192,7 @@ class MJXEnv(Environment):
     def __init__(self, xml: str, frame_skip: int = 5, solver: str | None = None,
                  iterations: int | None = None, ls_iterations: int | None = None):
         self.frame_skip = check_positive_int("frame_skip", frame_skip)
-        mj_model = mujoco.MjModel.from_xml_path(xml)
+        mj_model = load_model(xml)
         if solver is not None:
             if solver not in SOLVERS:
                 raise ValueError(f"solver: expected one of {tuple(SOLVERS)}, got {solver!r}")

@@ -132,3 +132,161 @@ def check_non_negative(field: str, value: Any) -> float:
     from jmeta.envs.tasks import check_positive_float
 
     return check_positive_float(field, value, allow_zero=True)
+
+
+# --- Ant (jmeta.envs.mjx.ant; the protocols and their sources are in that module's docstring) ---
+@dataclasses.dataclass(frozen=True)
+class AntConfig(MJXConfig):
+    """Options every Ant task accepts: the MJX options plus the reward and termination terms.
+
+    Attributes:
+      ctrl_cost: weight c of ``-c·|a|²``.
+      contact_cost: weight of ``-Σ clip(cfrc_ext, -1, 1)²`` (0.5·1e-3 in every source).
+      survive_reward: bonus added every step (any finite number).
+      healthy_z: ``(low, high)`` torso heights outside which the episode terminates (``None``:
+        never terminates).
+      contact_forces: observe and charge the clipped external contact forces (``False``: as the
+        gym ports on mujoco-py 2.x saw them, all zero, openai/gym#1541; and cheaper).
+    """
+
+    ctrl_cost: float = 0.005
+    contact_cost: float = 5e-4
+    survive_reward: float = 0.05
+    healthy_z: Range | None = (0.2, 1.0)
+    contact_forces: bool = True
+
+    def __post_init__(self):
+        import math
+
+        super().__post_init__()
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
+        set_("ctrl_cost", check_non_negative("ctrl_cost", self.ctrl_cost))
+        set_("contact_cost", check_non_negative("contact_cost", self.contact_cost))
+        sr = self.survive_reward
+        if isinstance(sr, bool) or not isinstance(sr, (int, float)) or not math.isfinite(sr):
+            raise ValueError(f"survive_reward: expected a finite number, got {sr!r}")
+        set_("survive_reward", float(sr))
+        if self.healthy_z is not None:
+            set_("healthy_z", check_range("healthy_z", self.healthy_z))
+        if not isinstance(self.contact_forces, bool):
+            raise ValueError(f"contact_forces: expected True or False, got {self.contact_forces!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class AntVelConfig(AntConfig):
+    """``jmeta.make("ant-vel", ...)``: target velocity (Finn et al. 2017, MAML's rllab
+    ``ant_env_rand.py``).
+
+    Attributes:
+      velocity: train/test target-velocity range (MAML: U[0, 3] m/s).
+      ood_velocity: the ``ood`` split's range (default U[3, 4]: faster than any training task).
+      survive_reward: 1.05: MAML's ``+1.0`` on the velocity term plus its survive reward 0.05.
+    """
+
+    velocity: Range = (0.0, 3.0)
+    ood_velocity: Range = (3.0, 4.0)
+    survive_reward: float = 1.05
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "velocity", check_range("velocity", self.velocity))
+        object.__setattr__(self, "ood_velocity", check_range("ood_velocity", self.ood_velocity))
+
+
+@dataclasses.dataclass(frozen=True)
+class AntDirConfig(AntConfig):
+    """``jmeta.make("ant-dir", ...)``: forward (+1) or backward (−1) along x, p = 1/2 each, in
+    every split (MAML's rllab ``ant_env_rand_direc.py``); the ``ood`` split differs only through
+    the ``ood_*`` physics ranges, if set."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AntDir2DConfig(AntConfig):
+    """``jmeta.make("ant-dir-2d", ...)``: a direction in the plane (ProMP's
+    ``AntRandDirec2DEnv``); reward = torso velocity projected on it.
+
+    Attributes:
+      angle: train/test range of the direction's angle θ (radians; ProMP: U[0, 2π)).
+      ood_angle: the ``ood`` split's range (``None``: the train range; e.g. ``angle=(0, 4.71),
+        ood_angle=(4.71, 6.28)`` holds out a sector).
+      ctrl_cost, survive_reward, healthy_z: ProMP's 0.5, 1.0 and [0, 1].
+    """
+
+    angle: Range = (0.0, 6.283185307179586)  # [0, 2π)
+    ood_angle: Range | None = None
+    ctrl_cost: float = 0.5
+    survive_reward: float = 1.0
+    healthy_z: Range | None = (0.0, 1.0)
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "angle", check_range("angle", self.angle))
+        if self.ood_angle is not None:
+            object.__setattr__(self, "ood_angle", check_range("ood_angle", self.ood_angle))
+
+
+@dataclasses.dataclass(frozen=True)
+class AntGoalConfig(AntConfig):
+    """``jmeta.make("ant-goal", ...)``: reach a goal position (ProMP's ``AntRandGoalEnv``);
+    reward ``-|xy - goal|₁``.
+
+    Attributes:
+      goal_radius: train/test goals are uniform (by area) in the annulus ``low ≤ |g| ≤ high``
+        (ProMP: the disc of radius 3, ``(0, 3)``).
+      ood_goal_radius: the ``ood`` split's annulus (default ``(3, 4)``: farther out).
+      ctrl_cost, survive_reward, healthy_z: ProMP's 0.1, 0 and no termination.
+    """
+
+    goal_radius: Range = (0.0, 3.0)
+    ood_goal_radius: Range = (3.0, 4.0)
+    ctrl_cost: float = 0.1
+    survive_reward: float = 0.0
+    healthy_z: Range | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "goal_radius",
+                           check_range("goal_radius", self.goal_radius, lower=0.0))
+        object.__setattr__(self, "ood_goal_radius",
+                           check_range("ood_goal_radius", self.ood_goal_radius, lower=0.0))
+
+
+# --- Warehouse (jmeta.envs.mjx.warehouse; the protocol is in that module's docstring) ----------
+@dataclasses.dataclass(frozen=True)
+class WarehouseConfig(MJXConfig):
+    """``jmeta.make("warehouse", ...)``: a differential-drive robot carries a cargo box to a goal.
+
+    ``friction`` is MJXConfig's field with a warehouse meaning and default: the absolute sliding
+    friction of the floor and the wheels (not of every geom), ``(0.5, 0.9)`` per task.
+    ``mass_scale`` scales the robot's bodies only; the cargo's mass comes from ``cargo_mass``.
+
+    Attributes:
+      friction: train/test floor/wheel friction range (> 0; ``None``: the MJCF's 0.7, then set
+        ``ood_friction=None`` too).
+      ood_friction: the ``ood`` split's range (default ``(0.3, 0.5)``: more slippery).
+      cargo_mass: train/test payload added to the 0.5 kg crate, kg (≥ 0; default ``(0, 5)``).
+      ood_cargo_mass: the ``ood`` split's payload range (default ``(5, 8)``: heavier).
+      goal_radius: train/test goals are uniform (by area) in the annulus ``low ≤ |g| ≤ high``
+        around the start, m (default ``(0.5, 2.0)``).
+      ood_goal_radius: the ``ood`` split's annulus (default ``(2.0, 3.0)``: farther out).
+      ctrl_cost: weight c of ``-c·|a|²`` (≥ 0).
+      fall_penalty: fixed penalty when the cargo falls off the tray (≥ 0), on top of the rest of
+        the episode charged at the fallen cargo's distance.
+    """
+
+    friction: Range | None = (0.5, 0.9)
+    ood_friction: Range | None = (0.3, 0.5)
+    cargo_mass: Range = (0.0, 5.0)
+    ood_cargo_mass: Range = (5.0, 8.0)
+    goal_radius: Range = (0.5, 2.0)
+    ood_goal_radius: Range = (2.0, 3.0)
+    ctrl_cost: float = 0.01
+    fall_penalty: float = 10.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
+        for f in ("cargo_mass", "ood_cargo_mass", "goal_radius", "ood_goal_radius"):
+            set_(f, check_range(f, getattr(self, f), lower=0.0))
+        set_("ctrl_cost", check_non_negative("ctrl_cost", self.ctrl_cost))
+        set_("fall_penalty", check_non_negative("fall_penalty", self.fall_penalty))
