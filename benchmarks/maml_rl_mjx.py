@@ -9,7 +9,7 @@ trajectories × H = ``--horizon``; the paper used 40 × 20 × H = 200 for 500+ i
 evaluated with the paper's meta-test protocol on 40 fresh test tasks: 3 VPG steps, each on
 ``--eval-episodes`` new trajectories, step α then α/2, at the training horizon and, for the
 comparison with the paper's H = 200 numbers, again at H = 200 (the same parameters). The task
-batch is sharded over all host devices (one per core). Training runs in jitted chunks with a
+batch is sharded over ``--devices`` host devices (default 1, see :func:`mesh_for`). Training runs in jitted chunks with a
 checkpoint after each (``benchmarks/out/maml_rl_mjx/``): a killed run continues with ``--resume``.
 
 Warehouse: the same table, and the return per friction bin of the test tasks (80 tasks).
@@ -55,11 +55,21 @@ ENV_NAMES = {"vel": "halfcheetah-vel", "dir": "halfcheetah-dir", "warehouse": "w
 DEFAULT_ITERATIONS = {"vel": 300, "dir": 200, "warehouse": 150}
 
 
+DEVICES = 1  # set by --devices
+
+
 def mesh_for(num_tasks: int) -> Mesh | None:
-    devices = len(jax.devices())
+    """The ``"tasks"`` mesh over ``--devices`` host devices (``None`` on one).
+
+    Sharded MJX programs on CPU host devices deadlocked in this session (jax 0.10.2: a
+    meta-iteration, or an evaluation of a state replicated over the devices, stopped at 0 % CPU
+    and never returned; not every run), so the default is one device, and the two suites can
+    run as two processes instead (one per core).
+    """
+    devices = min(DEVICES, len(jax.devices()))
     if devices < 2 or num_tasks % devices:
         return None
-    return Mesh(jax.devices(), ("tasks",))
+    return Mesh(jax.devices()[:devices], ("tasks",))
 
 
 def suite_config(args) -> maml_rl.Config:
@@ -217,7 +227,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--ckpt-dir", default="benchmarks/out/maml_rl_mjx")
+    ap.add_argument("--devices", type=int, default=1,
+                    help="host devices to shard the task batch over (see mesh_for)")
     args = ap.parse_args(argv)
+    global DEVICES
+    DEVICES = args.devices
     q = args.quick
     args.horizon = args.horizon or (10 if q else 100)
     args.num_tasks = args.num_tasks or (2 if q else 20)
@@ -260,7 +274,7 @@ def main(argv=None) -> dict:
               "maml": dataclass_dict(suite_config(args)), "test_tasks": args.test_tasks,
               "eval_lr": f"alpha={args.inner_lr} then alpha/2", "quick": q,
               "solver": "MJXConfig default (newton, iterations=1, ls_iterations=4)",
-              "host_devices": len(jax.devices())}
+              "devices": args.devices}
     _common.write_json(args.out, headline, config, results=results, speed=speed_result,
                        paper=PAPER)
     if results:

@@ -159,6 +159,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default="benchmarks/results/mjx_throughput.json")
     ap.add_argument("--steps", type=int, default=None, help="rollout length T (default 50)")
     ap.add_argument("--envs", default=None, help="comma-separated MJX task names (default all)")
+    ap.add_argument("--batches", default=None,
+                    help="comma-separated halfcheetah-vel batch sizes (default 1,16,64,256,1024)")
+    ap.add_argument("--skip-accuracy", action="store_true", help="skip the solver trade-off")
     args = ap.parse_args(argv)
 
     on_gpu = jax.devices()[0].platform == "gpu"
@@ -172,6 +175,8 @@ def main(argv=None) -> dict:
     else:
         cheetah_batches = [1, 16, 64, 256, 1024] + ([4096, 16384] if on_gpu else [])
         other_batches = [256] + ([4096] if on_gpu else [])
+    if args.batches:
+        cheetah_batches = [int(b) for b in args.batches.split(",")]
     rows = []
 
     def add(row):
@@ -192,7 +197,7 @@ def main(argv=None) -> dict:
                 add(measure(name, batch, True, num_steps, repeats, 1))
 
     accuracy = []
-    if not args.quick:
+    if not args.quick and not args.skip_accuracy and "halfcheetah-vel" in names:
         accuracy = solver_accuracy()
         for acc in accuracy:
             if acc["solver"] != DEFAULT_SOLVER:

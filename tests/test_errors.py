@@ -9,9 +9,12 @@ from jmeta.rollout import rollout
 
 
 def test_unknown_env_lists_valid_names():
-    with pytest.raises(ValueError, match=r"unknown environment 'point_nav'; valid names: "
-                                         r"bandit, cold-start-rec, memory-cue, point-nav, tabular-mdp"):
+    with pytest.raises(ValueError) as err:
         jmeta.make("point_nav")
+    assert str(err.value) == ("unknown environment 'point_nav'; valid names: "
+                              + ", ".join(jmeta.envs.names()))
+    for name in ("bandit", "point-nav", "halfcheetah-vel", "ant-goal", "warehouse"):
+        assert name in str(err.value)
 
 
 def test_unknown_override_lists_valid_fields():

@@ -29,13 +29,20 @@ def cheetah():
 
 
 @pytest.fixture(scope="module")
+def jitted(cheetah):
+    """``(reset, step)`` of the cheetah env, jitted once for the module."""
+    env, _ = cheetah
+    return jax.jit(env.reset), jax.jit(env.step)
+
+
+@pytest.fixture(scope="module")
 def run_actions(cheetah):
     """``run(params, actions [T, 6]) -> (obs [T], qpos [T], reward [T], info)``, jitted once;
     the reset key is fixed so only the task and actions differ between calls."""
     env, _ = cheetah
 
     @jax.jit
-    @chex.assert_max_traces(n=2)  # one unbatched and one vmapped trace, whatever the tasks
+    @chex.assert_max_traces(n=3)  # unbatched, vmapped and physics=None, whatever the tasks
     def run(params, actions):
         _, state = env.reset(jax.random.key(0), params)
 
@@ -65,13 +72,13 @@ def test_spaces_and_shapes(cheetah, run_actions):
     assert bool(jnp.all(jnp.isfinite(obs)))
 
 
-def test_velocity_reward_and_control_cost_by_hand(cheetah):
+def test_velocity_reward_and_control_cost_by_hand(cheetah, jitted):
     env, tasks = cheetah
+    reset, step = jitted
     params = tasks.sample(jax.random.key(3)).replace(target=jnp.float32(1.5))
-    _, state = jax.jit(env.reset)(jax.random.key(0), params)
+    _, state = reset(jax.random.key(0), params)
     action = jnp.array([0.5, -2.0, 0.1, 0.0, 1.0, -0.3])  # -2.0 is clipped to -1.0
-    obs, new, reward, term, trunc, info = jax.jit(env.step)(jax.random.key(1), state, action,
-                                                           params)
+    obs, new, reward, term, trunc, info = step(jax.random.key(1), state, action, params)
     v = (float(new.data.qpos[0]) - float(state.data.qpos[0])) / 0.05
     clipped = np.array([0.5, -1.0, 0.1, 0.0, 1.0, -0.3])
     ctrl = 0.05 * float(np.sum(clipped**2))
@@ -113,20 +120,14 @@ def test_physics_changes_the_dynamics(cheetah, run_actions):
     np.testing.assert_array_equal(run_actions(low, acts)[1], q_low)
 
 
-def test_nominal_physics_equals_the_base_model(cheetah):
-    env, _ = cheetah
-    params = HalfCheetahParams(target=jnp.float32(1.0), physics=None, horizon=STEPS)
-    params_nominal = params.replace(physics=env.physics())
-    step = jax.jit(lambda p, s, a: env.step(jax.random.key(1), s, a, p))
-    reset = jax.jit(env.reset)
-    _, s0 = reset(jax.random.key(0), params)
-    _, s1 = reset(jax.random.key(0), params_nominal)
-    a = jnp.full((6,), 0.7)
-    for _ in range(3):
-        o0, s0, r0, *_ = step(params, s0, a)
-        o1, s1, r1, *_ = step(params_nominal, s1, a)
-    np.testing.assert_allclose(o0, o1, atol=1e-5)
-    np.testing.assert_allclose(r0, r1, atol=1e-5)
+def test_nominal_physics_equals_the_base_model(cheetah, run_actions):
+    env, tasks = cheetah
+    params = tasks.sample(jax.random.key(0))
+    acts = _actions(2)
+    untouched = run_actions(params.replace(physics=None), acts)
+    nominal = run_actions(params.replace(physics=env.physics()), acts)
+    for a, b in zip(jax.tree.leaves(untouched), jax.tree.leaves(nominal)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 def test_derived_constants_equal_mj_setconst(cheetah):
@@ -229,3 +230,20 @@ def test_load_model_applies_settotalmass_as_the_compiler(tmp_path, monkeypatch):
                   "dof_invweight0", "actuator_acc0"):
         np.testing.assert_allclose(getattr(ours, field), getattr(theirs, field), rtol=1e-12)
     np.testing.assert_allclose(ours.body_mass.sum(), 14.0)
+
+
+def test_diverged_simulation_terminates_with_zero_reward_and_observation(cheetah, jitted):
+    env, tasks = cheetah
+    params = tasks.sample(jax.random.key(0))
+    reset, step = jitted
+    _, state = reset(jax.random.key(0), params)
+    obs, _, reward, term, trunc, info = step(jax.random.key(1), state, jnp.zeros(6), params)
+    assert not bool(term) and not bool(info["diverged"])
+    blown = state.replace(data=state.data.replace(qvel=jnp.full_like(state.data.qvel, 1e5)))
+    obs, _, reward, term, trunc, info = step(jax.random.key(1), blown, jnp.zeros(6), params)
+    assert bool(term) and bool(info["diverged"])
+    assert float(reward) == 0.0 and not bool(jnp.any(obs != 0.0))
+    nan = state.replace(data=state.data.replace(qpos=state.data.qpos.at[1].set(jnp.nan)))
+    obs, _, reward, term, _, info = step(jax.random.key(1), nan, jnp.zeros(6), params)
+    assert bool(term) and bool(info["diverged"]) and bool(jnp.all(jnp.isfinite(obs)))
+    assert float(reward) == 0.0

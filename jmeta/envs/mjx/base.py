@@ -24,6 +24,13 @@ Solver settings. ``solver``, ``iterations`` and ``ls_iterations`` override the M
 constraint solver dominates an MJX step; capping it at ``iterations=1, ls_iterations=4`` is an
 order of magnitude faster than the MJCF defaults at batch ≥ 64, at a measured loss of accuracy
 (``benchmarks/mjx_throughput.py`` reports both; ``benchmarks/RESULTS.md``).
+
+Divergence. The simulation occasionally blows up (seen with the default capped solver in MAML-TRPO
+on halfcheetah-dir: one post-adaptation episode in 200 reached velocities of 2·10⁶, then NaN;
+whether the MJCF's own solver settings avoid it was not measured).
+A step whose state is not finite or whose ``|qvel|`` exceeds ``max_qvel`` terminates the episode
+with reward 0 and a zero observation (``info["diverged"]`` says so), as mujoco_playground's envs
+terminate on NaN, so no inf/NaN reaches advantages, baselines or gradients.
 """
 
 from __future__ import annotations
@@ -185,12 +192,17 @@ class MJXEnv(Environment):
       frame_skip: physics steps per env step.
       solver: ``"newton"`` or ``"cg"``; ``None`` keeps the MJCF's.
       iterations, ls_iterations: solver iteration caps; ``None`` keeps the MJCF's.
+      max_qvel: a step whose ``|qvel|`` exceeds this (or whose state is not finite) has
+        diverged: the episode terminates with reward 0 and a zero observation, and
+        ``info["diverged"]`` is set.
     """
 
     name = "mjx"
 
     def __init__(self, xml: str, frame_skip: int = 5, solver: str | None = None,
-                 iterations: int | None = None, ls_iterations: int | None = None):
+                 iterations: int | None = None, ls_iterations: int | None = None,
+                 max_qvel: float = 1000.0):
+        self.max_qvel = float(max_qvel)
         self.frame_skip = check_positive_int("frame_skip", frame_skip)
         mj_model = load_model(xml)
         if solver is not None:
@@ -294,10 +306,18 @@ class MJXEnv(Environment):
         data, _ = jax.lax.scan(physics_step, data0.replace(ctrl=ctrl), None,
                                length=self.frame_skip)
         reward, terminated, info = self.reward(data0, data, ctrl, params)
+        obs = self.observation(data, params)
+        # A diverged simulation (seen with the capped default solver: joint velocities of 1e6,
+        # then NaN) ends the episode, as mujoco_playground's envs end on NaN;
+        # the reward and observation of that step are zeroed so no inf/NaN reaches the learner.
+        diverged = jnp.logical_not(jnp.all(jnp.isfinite(data.qpos)) & jnp.all(
+            jnp.isfinite(data.qvel))) | (jnp.max(jnp.abs(data.qvel)) > self.max_qvel)
+        reward = jnp.where(diverged, 0.0, reward)
+        obs = jnp.where(diverged, 0.0, obs)
+        info = {**info, "diverged": diverged}
         time = state.time + 1
         truncated = time >= params.horizon
-        return self.observation(data, params), MJXState(data, time), reward, terminated, \
-            truncated, info
+        return obs, MJXState(data, time), reward, terminated | diverged, truncated, info
 
     def control(self, action: jax.Array) -> jax.Array:
         """The action clipped to the actuators' ``ctrlrange`` (what MuJoCo applies and what the
