@@ -226,6 +226,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--chunk", type=int, default=10)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--speed-only", action="store_true", help="only the speed measurement")
     ap.add_argument("--ckpt-dir", default="benchmarks/out/maml_rl_mjx")
     ap.add_argument("--devices", type=int, default=1,
                     help="host devices to shard the task batch over (see mesh_for)")
@@ -240,7 +241,8 @@ def main(argv=None) -> dict:
     args.test_tasks = args.test_tasks or (2 if q else 40)
     if q:
         args.paper_horizon = 0
-    suites = (args.suites or ("dir" if q else "vel,dir,warehouse")).split(",")
+    suites = [] if args.speed_only else (
+        args.suites or ("dir" if q else "vel,dir,warehouse")).split(",")
     unknown = set(suites) - set(ENV_NAMES)
     if unknown:
         ap.error(f"unknown suites {sorted(unknown)}; valid: {', '.join(ENV_NAMES)}")

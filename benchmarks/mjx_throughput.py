@@ -8,8 +8,9 @@ U[0.5, 0.9], per-body mass and inertia ×U[0.8, 1.2] and joint damping ×U[0.8, 
 the model with ``tree_replace`` inside ``step``; off: the MJCF's physics, the model untouched.
 Physics steps/s = env steps/s × frame skip. Compile time is ``lower().compile()`` wall time; peak
 memory is XLA's buffer assignment for the compiled computation (arguments + outputs + temporaries,
-``compiled.memory_analysis()``; XLA reports it for single-device computations only, so the rows on
-one device carry it). As in ``env_throughput``, every core is a host device and the
+``compiled.memory_analysis()``, where XLA's CPU backend reports it: it gave zeros for these
+programs with jax 0.10.2, so each row also records the process's peak resident memory so far,
+``getrusage``, an upper bound that only grows across rows). As in ``env_throughput``, every core is a host device and the
 batch is sharded over them (``devices`` column); the headline configuration is also run on one.
 
 Solver trade-off (halfcheetah-vel). For each solver setting, the one-env-step error against
@@ -96,15 +97,17 @@ def measure(name: str, batch: int, physics: bool, num_steps: int, repeats: int, 
     mem = compiled.memory_analysis()
     peak = None if mem is None else int(mem.argument_size_in_bytes + mem.output_size_in_bytes
                                         + mem.temp_size_in_bytes)
-    peak = peak or None  # XLA reports zeros for a computation sharded over host devices
+    peak = peak or None  # zeros: not reported
     keys = iter(jax.random.split(jax.random.key(3), repeats + 1))
     jax.block_until_ready(compiled(env_params, next(keys)))
     median_s, _ = _common.time_call(lambda: compiled(env_params, next(keys)), repeats)
     sps = batch * num_steps / median_s
+    import resource
+    rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     return {"env": name, "batch": batch, "physics": physics, "solver": solver,
             "devices": devices, "num_steps": num_steps, "env_steps_per_s": sps,
             "physics_steps_per_s": sps * env.frame_skip, "median_s": median_s,
-            "compile_s": compile_s, "peak_bytes": peak}
+            "compile_s": compile_s, "peak_bytes": peak, "process_peak_rss_bytes": rss_peak}
 
 
 def solver_accuracy(num_states: int = 256, rollout_len: int = 32) -> list[dict]:
@@ -181,6 +184,9 @@ def main(argv=None) -> dict:
 
     def add(row):
         rows.append(row)
+        # Written after every row: an MJX program on CPU host devices deadlocked (0 % CPU, never
+        # returned) in this session; the rows measured before such a hang are kept.
+        _common.write_json(args.out, {}, {"partial": True}, rows=rows)
         print(f"{row['env']:16s} batch {row['batch']:6d} physics {str(row['physics']):5s} "
               f"solver {row['solver']:10s} devices {row['devices']}: "
               f"{row['env_steps_per_s']:10.0f} env steps/s  {row['physics_steps_per_s']:10.0f} "
