@@ -66,36 +66,23 @@ annulus ``3 ≤ |g| ≤ 4`` (farther out); ``ant-dir`` only through ``ood_*`` ph
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
-from jmeta.envs.mjx.base import MJXEnv, Physics, asset_path, mjx
+from jmeta.envs.mjx.base import MJXEnv, TargetParams, asset_path, mjx, target_tasks
 from jmeta.envs.mjx.config import (AntConfig, AntDir2DConfig, AntDirConfig, AntGoalConfig,
                                    AntVelConfig)
 from jmeta.envs.spaces import Box
-from jmeta.envs.tasks import Range, TaskDistribution
+from jmeta.envs.tasks import Range
 
 TASKS = ("vel", "dir", "dir-2d", "goal")
 
 
-@struct.dataclass
-class AntParams:
-    """An Ant task.
-
-    Attributes:
-      target: the task: target velocity v* (``vel``, scalar), direction ±1 (``dir``, scalar),
-        unit direction vector (``dir-2d``, ``[2]``) or goal position (``goal``, ``[2]``).
-      physics: the task's :class:`Physics`, or ``None`` for the MJCF's own.
-      horizon: episode length (static).
-    """
-
-    target: jax.Array
-    physics: Physics | None = None
-    horizon: int = struct.field(pytree_node=False, default=200)
+AntParams = TargetParams
+"""An Ant task: ``target`` is the target velocity v* (``vel``, scalar), the direction ±1
+(``dir``, scalar), a unit direction vector (``dir-2d``, ``[2]``) or a goal position (``goal``,
+``[2]``)."""
 
 
 class Ant(MJXEnv):
@@ -126,14 +113,6 @@ class Ant(MJXEnv):
         self.healthy_z = None if healthy_z is None else tuple(map(float, healthy_z))
         self.contact_forces = bool(contact_forces)
         self._torso = self.mj_model.body("torso").id
-
-    def init_qpos_qvel(self, key, params):
-        kq, kv = jax.random.split(key)
-        m = self.mj_model
-        qpos = jnp.asarray(m.qpos0, jnp.float32) + jax.random.uniform(
-            kq, (m.nq,), minval=-0.1, maxval=0.1)
-        qvel = 0.1 * jax.random.normal(kv, (m.nv,))
-        return qpos, qvel
 
     def clipped_contact_forces(self, data: mjx.Data, params) -> jax.Array:
         """``clip(cfrc_ext, -1, 1)``, ``[nbody, 6]``, computed by ``mjx.rne_postconstraint``
@@ -191,28 +170,13 @@ def _env(task: str, config: AntConfig) -> Ant:
                contact_forces=config.contact_forces, **config.env_kwargs())
 
 
-def _tasks(env: Ant, config: AntConfig, target_sampler, ranges: dict,
-           ood_ranges: dict) -> TaskDistribution:
-    physics_ranges, physics_ood = config.physics_ranges()
-    horizon = config.horizon
-
-    def sampler(key: jax.Array, active: Mapping[str, Range]) -> AntParams:
-        k_task, k_phys = jax.random.split(key)
-        return AntParams(target=target_sampler(k_task, active),
-                         physics=env.sample_physics(k_phys, active), horizon=horizon)
-
-    return TaskDistribution(env_name=env.name, sampler=sampler,
-                            ranges={**ranges, **physics_ranges},
-                            ood_ranges={**ood_ranges, **physics_ood})
-
-
 def _uniform(key, bounds, shape=()):
     return jax.random.uniform(key, shape, minval=bounds[0], maxval=bounds[1])
 
 
 def build_vel(config: AntVelConfig):
     env = _env("vel", config)
-    return env, _tasks(env, config, lambda k, active: _uniform(k, active["velocity"]),
+    return env, target_tasks(env, config, lambda k, active: _uniform(k, active["velocity"]),
                        {"velocity": config.velocity}, {"velocity": config.ood_velocity})
 
 
@@ -222,7 +186,7 @@ def build_dir(config: AntDirConfig):
     def target(key, active):
         return jnp.where(jax.random.bernoulli(key), 1.0, -1.0)
 
-    return env, _tasks(env, config, target, {}, {})
+    return env, target_tasks(env, config, target, {}, {})
 
 
 def build_dir_2d(config: AntDir2DConfig):
@@ -233,7 +197,7 @@ def build_dir_2d(config: AntDir2DConfig):
         return jnp.stack([jnp.cos(theta), jnp.sin(theta)])
 
     ood = {} if config.ood_angle is None else {"angle": config.ood_angle}
-    return env, _tasks(env, config, target, {"angle": config.angle}, ood)
+    return env, target_tasks(env, config, target, {"angle": config.angle}, ood)
 
 
 def build_goal(config: AntGoalConfig):
@@ -246,7 +210,7 @@ def build_goal(config: AntGoalConfig):
         r = jnp.sqrt(jax.random.uniform(k_radius, minval=r0**2, maxval=r1**2))
         return r * jnp.stack([jnp.cos(theta), jnp.sin(theta)])
 
-    return env, _tasks(env, config, target, {"goal_radius": config.goal_radius},
+    return env, target_tasks(env, config, target, {"goal_radius": config.goal_radius},
                        {"goal_radius": config.ood_goal_radius})
 
 

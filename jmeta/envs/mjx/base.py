@@ -39,7 +39,7 @@ import contextlib
 import dataclasses
 import io
 import os
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -182,9 +182,9 @@ class MJXState:
 class MJXEnv(Environment):
     """Base of MJX environments (see module docstring).
 
-    Subclasses set ``name``, implement ``init_qpos_qvel(key, params)`` (the reset
-    distribution), ``observation(data, params)`` and ``reward(data_before, data_after, action,
-    params) -> (reward, terminated, info)``. The task params must have a ``physics`` field
+    Subclasses set ``name``, implement ``observation(data, params)`` and ``reward(data_before, data_after, action,
+    params) -> (reward, terminated, info)`` and may override ``init_qpos_qvel(key, params)`` (the
+    reset distribution; default gym's reset noise). The task params must have a ``physics`` field
     (:class:`Physics` or ``None``) and a static ``horizon``.
 
     Args:
@@ -339,7 +339,13 @@ class MJXEnv(Environment):
 
     # --- to implement ----------------------------------------------------------------------------
     def init_qpos_qvel(self, key, params):
-        raise NotImplementedError
+        """The reset distribution; default gym's locomotion envs':
+        ``qpos0 + U(-0.1, 0.1)`` and ``qvel ~ 0.1·N(0, 1)``."""
+        kq, kv = jax.random.split(key)
+        m = self.mj_model
+        qpos = jnp.asarray(m.qpos0, jnp.float32) + jax.random.uniform(
+            kq, (m.nq,), minval=-0.1, maxval=0.1)
+        return qpos, 0.1 * jax.random.normal(kv, (m.nv,))
 
     def observation(self, data: mjx.Data, params) -> jax.Array:
         raise NotImplementedError
@@ -348,5 +354,46 @@ class MJXEnv(Environment):
         raise NotImplementedError
 
 
-__all__: Sequence[str] = ["MJXEnv", "MJXState", "Physics",
+@struct.dataclass
+class TargetParams:
+    """A task of the locomotion suites: one target plus optional per-task physics.
+
+    Attributes:
+      target: what the task asks for (a target velocity, a direction ±1, a unit direction
+        ``[2]`` or a goal position ``[2]``; each env's docstring says which).
+      physics: the task's :class:`Physics`, or ``None`` for the MJCF's own.
+      horizon: episode length (static).
+    """
+
+    target: jax.Array
+    physics: Physics | None = None
+    horizon: int = struct.field(pytree_node=False, default=200)
+
+
+def target_tasks(env: MJXEnv, config, target_sampler, ranges: Mapping[str, Range],
+                 ood_ranges: Mapping[str, Range]):
+    """The :class:`~jmeta.envs.tasks.TaskDistribution` of :class:`TargetParams` tasks.
+
+    Args:
+      env: the env (samples the physics from the config's physics ranges).
+      config: its :class:`~jmeta.envs.mjx.config.MJXConfig` (horizon, physics ranges).
+      target_sampler: ``target_sampler(key, active_ranges) -> target``.
+      ranges, ood_ranges: the target's train/test and ood ranges.
+    """
+    from jmeta.envs.tasks import TaskDistribution
+
+    physics_ranges, physics_ood = config.physics_ranges()
+    horizon = config.horizon
+
+    def sampler(key: jax.Array, active: Mapping[str, Range]) -> TargetParams:
+        k_task, k_phys = jax.random.split(key)
+        return TargetParams(target=target_sampler(k_task, active),
+                            physics=env.sample_physics(k_phys, active), horizon=horizon)
+
+    return TaskDistribution(env_name=env.name, sampler=sampler,
+                            ranges={**ranges, **physics_ranges},
+                            ood_ranges={**ood_ranges, **physics_ood})
+
+
+__all__: Sequence[str] = ["MJXEnv", "MJXState", "Physics", "TargetParams", "target_tasks",
                           "asset_path", "derived_constants"]

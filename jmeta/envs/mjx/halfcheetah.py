@@ -21,30 +21,15 @@ Per-task physics (``friction=``, ``mass_scale=``, ``damping_scale=``) comes from
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import jax
 import jax.numpy as jnp
-from flax import struct
 
-from jmeta.envs.mjx.base import MJXEnv, Physics, asset_path
-from jmeta.envs.mjx.config import HalfCheetahDirConfig, HalfCheetahVelConfig, MJXConfig
-from jmeta.envs.tasks import Range, TaskDistribution
+from jmeta.envs.mjx.base import MJXEnv, TargetParams, asset_path, target_tasks
+from jmeta.envs.mjx.config import HalfCheetahDirConfig, HalfCheetahVelConfig
 
 
-@struct.dataclass
-class HalfCheetahParams:
-    """A HalfCheetah task.
-
-    Attributes:
-      target: target velocity (``vel``) or direction ±1 (``dir``), a scalar.
-      physics: the task's :class:`Physics`, or ``None`` for the MJCF's own.
-      horizon: episode length (static).
-    """
-
-    target: jax.Array
-    physics: Physics | None = None
-    horizon: int = struct.field(pytree_node=False, default=200)
+HalfCheetahParams = TargetParams
+"""A HalfCheetah task: ``target`` is the target velocity (``vel``) or the direction ±1 (``dir``)."""
 
 
 class HalfCheetah(MJXEnv):
@@ -65,14 +50,6 @@ class HalfCheetah(MJXEnv):
         self.ctrl_cost = float(ctrl_cost)
         self._torso = self.mj_model.body("torso").id
 
-    def init_qpos_qvel(self, key, params):
-        kq, kv = jax.random.split(key)
-        m = self.mj_model
-        qpos = jnp.asarray(m.qpos0, jnp.float32) + jax.random.uniform(
-            kq, (m.nq,), minval=-0.1, maxval=0.1)
-        qvel = 0.1 * jax.random.normal(kv, (m.nv,))
-        return qpos, qvel
-
     def observation(self, data, params):
         return jnp.concatenate([data.qpos[1:], data.qvel, data.xpos[self._torso]])
 
@@ -87,20 +64,6 @@ class HalfCheetah(MJXEnv):
         return task_reward - ctrl, jnp.zeros((), jnp.bool_), info
 
 
-def _physics_tasks(env: MJXEnv, config: MJXConfig, name: str, target_sampler,
-                   ranges: dict, ood_ranges: dict) -> TaskDistribution:
-    physics_ranges, physics_ood = config.physics_ranges()
-    horizon = config.horizon
-
-    def sampler(key: jax.Array, active: Mapping[str, Range]) -> HalfCheetahParams:
-        k_task, k_phys = jax.random.split(key)
-        return HalfCheetahParams(target=target_sampler(k_task, active),
-                                 physics=env.sample_physics(k_phys, active), horizon=horizon)
-
-    return TaskDistribution(env_name=name, sampler=sampler, ranges={**ranges, **physics_ranges},
-                            ood_ranges={**ood_ranges, **physics_ood})
-
-
 def build_vel(config: HalfCheetahVelConfig):
     env = HalfCheetah("vel", ctrl_cost=config.ctrl_cost, **config.env_kwargs())
 
@@ -108,7 +71,7 @@ def build_vel(config: HalfCheetahVelConfig):
         lo, hi = active["velocity"]
         return jax.random.uniform(key, minval=lo, maxval=hi)
 
-    return env, _physics_tasks(env, config, env.name, target, {"velocity": config.velocity},
+    return env, target_tasks(env, config, target, {"velocity": config.velocity},
                                {"velocity": config.ood_velocity})
 
 
@@ -118,4 +81,4 @@ def build_dir(config: HalfCheetahDirConfig):
     def target(key, active):
         return jnp.where(jax.random.bernoulli(key), 1.0, -1.0)
 
-    return env, _physics_tasks(env, config, env.name, target, {}, {})
+    return env, target_tasks(env, config, target, {}, {})
