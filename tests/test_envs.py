@@ -14,7 +14,8 @@ from jmeta.envs.tabular_mdp import TabularMDPParams
 ALL_ENVS = ["bandit", "cold-start-rec", "memory-cue", "point-nav", "tabular-mdp"]
 # MJX tasks have their own test files (tests/test_mjx*.py): compiling MuJoCo physics is too slow
 # to run every generic test below on each of them.
-MJX_ENVS = ["ant-dir", "ant-dir-2d", "ant-goal", "ant-vel", "halfcheetah-dir", "halfcheetah-vel"]
+MJX_ENVS = ["ant-dir", "ant-dir-2d", "ant-goal", "ant-vel", "halfcheetah-dir", "halfcheetah-vel",
+            "warehouse"]
 
 
 def test_names_lists_every_env():

@@ -13,7 +13,7 @@ def test_unknown_env_lists_valid_names():
         jmeta.make("point_nav")
     assert str(err.value) == ("unknown environment 'point_nav'; valid names: "
                               + ", ".join(jmeta.envs.names()))
-    for name in ("bandit", "point-nav", "halfcheetah-vel", "ant-goal"):
+    for name in ("bandit", "point-nav", "halfcheetah-vel", "ant-goal", "warehouse"):
         assert name in str(err.value)
 
 

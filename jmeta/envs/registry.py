@@ -113,3 +113,4 @@ register("ant-vel", mjx_config.AntVelConfig, _lazy("jmeta.envs.mjx.ant", "build_
 register("ant-dir", mjx_config.AntDirConfig, _lazy("jmeta.envs.mjx.ant", "build_dir"))
 register("ant-dir-2d", mjx_config.AntDir2DConfig, _lazy("jmeta.envs.mjx.ant", "build_dir_2d"))
 register("ant-goal", mjx_config.AntGoalConfig, _lazy("jmeta.envs.mjx.ant", "build_goal"))
+register("warehouse", mjx_config.WarehouseConfig, _lazy("jmeta.envs.mjx.warehouse", "build"))

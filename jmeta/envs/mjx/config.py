@@ -249,3 +249,49 @@ class AntGoalConfig(AntConfig):
                            check_range("goal_radius", self.goal_radius, lower=0.0))
         object.__setattr__(self, "ood_goal_radius",
                            check_range("ood_goal_radius", self.ood_goal_radius, lower=0.0))
+
+
+# --- Warehouse (jmeta.envs.mjx.warehouse; the protocol is in that module's docstring) ----------
+@dataclasses.dataclass(frozen=True)
+class WarehouseConfig(MJXConfig):
+    """``jmeta.make("warehouse", ...)``: a differential-drive robot carries a cargo box to a goal.
+
+    ``friction`` is MJXConfig's field with a warehouse meaning and default: the absolute sliding
+    friction of the floor and the wheels (not of every geom), ``(0.5, 0.9)`` per task.
+    ``mass_scale`` scales the robot's bodies only; the cargo's mass comes from ``cargo_mass``.
+
+    Attributes:
+      friction: train/test floor/wheel friction range (> 0; ``None``: the MJCF's 0.7, then set
+        ``ood_friction=None`` too).
+      ood_friction: the ``ood`` split's range (default ``(0.3, 0.5)``: more slippery).
+      cargo_mass: train/test payload added to the 0.5 kg crate, kg (≥ 0; default ``(0, 5)``).
+      ood_cargo_mass: the ``ood`` split's payload range (default ``(5, 8)``: heavier).
+      goal_radius: train/test goals are uniform (by area) in the annulus ``low ≤ |g| ≤ high``
+        around the start, m (default ``(0.5, 2.0)``).
+      ood_goal_radius: the ``ood`` split's annulus (default ``(2.0, 3.0)``: farther out).
+      ctrl_cost: weight c of ``-c·|a|²`` (≥ 0).
+      fall_penalty: fixed penalty when the cargo falls off the tray (≥ 0), on top of the rest of
+        the episode charged at the fallen cargo's distance.
+      iterations, ls_iterations: 6 and 6, above MJXConfig's 1 and 4: with fewer, MJX's solve of
+        the crate resting on the tray does not converge and the crate hops or is launched (the
+        measurements are in ``assets/warehouse.xml``).
+    """
+
+    iterations: int | None = 6
+    ls_iterations: int | None = 6
+    friction: Range | None = (0.5, 0.9)
+    ood_friction: Range | None = (0.3, 0.5)
+    cargo_mass: Range = (0.0, 5.0)
+    ood_cargo_mass: Range = (5.0, 8.0)
+    goal_radius: Range = (0.5, 2.0)
+    ood_goal_radius: Range = (2.0, 3.0)
+    ctrl_cost: float = 0.01
+    fall_penalty: float = 10.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
+        for f in ("cargo_mass", "ood_cargo_mass", "goal_radius", "ood_goal_radius"):
+            set_(f, check_range(f, getattr(self, f), lower=0.0))
+        set_("ctrl_cost", check_non_negative("ctrl_cost", self.ctrl_cost))
+        set_("fall_penalty", check_non_negative("fall_penalty", self.fall_penalty))
