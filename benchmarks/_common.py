@@ -45,6 +45,17 @@ def write_json(path: str | os.PathLike, headline: dict[str, float], config: dict
     return out
 
 
+def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> None:
+    """``tight_layout``, then writes ``fig`` to ``path`` (creating its folder) and closes it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
 def time_call(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float]]:
     """Median wall time of ``fn()`` (blocking on its result) over ``repeats`` calls, and all times."""
     times = []

@@ -431,10 +431,7 @@ def plot(results, hist_rl2, hist_maml, horizon: int, path: Path) -> None:
     ax2.set_ylabel("CTR (training users)")
     ax2.set_title("meta-training")
     ax2.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _common.save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -201,10 +201,7 @@ def plot(results: dict, path: Path) -> None:
         ax.plot([x["iteration"] for x in h], [x["return_pre"] for x in h], label="pre-update")
         ax.plot([x["iteration"] for x in h], [x["return_post"] for x in h], label="post-update")
         ax.set_xlabel("meta-iteration"); ax.set_ylabel("train return"); ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _common.save_figure(fig, path)
 
 
 def main(argv=None) -> dict:
@@ -273,7 +270,7 @@ def main(argv=None) -> dict:
         headline["cheetah_vel_sec_per_iter"] = speed_result["sec_per_iter"]
     config = {"suites": suites, "iterations": {s: iterations[s] for s in suites},
               "horizon": args.horizon, "paper_horizon": args.paper_horizon,
-              "maml": dataclass_dict(suite_config(args)), "test_tasks": args.test_tasks,
+              "maml": dataclasses.asdict(suite_config(args)), "test_tasks": args.test_tasks,
               "eval_lr": f"alpha={args.inner_lr} then alpha/2", "quick": q,
               "solver": "MJXConfig default (newton, iterations=1, ls_iterations=4)",
               "devices": args.devices}
@@ -297,10 +294,6 @@ def main(argv=None) -> dict:
         print(f"\ncheetah_vel_sec_per_iter: {speed_result['sec_per_iter']:.2f} s "
               f"(target <= 11 s; PyTorch on C MuJoCo ~11 s on this machine)")
     return headline
-
-
-def dataclass_dict(config) -> dict:
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
 
 
 if __name__ == "__main__":

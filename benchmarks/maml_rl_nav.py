@@ -209,10 +209,7 @@ def plot(results, curves, path: Path) -> None:
                      label=m)
     ax2.set_xlabel("meta-iteration"); ax2.set_ylabel("post-adaptation return (train tasks)")
     ax2.set_title("learning curves"); ax2.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _common.save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -68,8 +69,6 @@ def make(name: str, physics: bool, solver: str = DEFAULT_SOLVER):
     overrides = dict(solver=s, iterations=it, ls_iterations=ls)
     if physics:
         overrides.update(PHYSICS)
-        if name == "warehouse":  # its friction range is its own task variable (U[0.5, 0.9])
-            overrides.pop("friction")
     return jmeta.make(name, **overrides)
 
 
@@ -102,7 +101,6 @@ def measure(name: str, batch: int, physics: bool, num_steps: int, repeats: int, 
     jax.block_until_ready(compiled(env_params, next(keys)))
     median_s, _ = _common.time_call(lambda: compiled(env_params, next(keys)), repeats)
     sps = batch * num_steps / median_s
-    import resource
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     return {"env": name, "batch": batch, "physics": physics, "solver": solver,
             "devices": devices, "num_steps": num_steps, "env_steps_per_s": sps,

@@ -281,10 +281,7 @@ def plot(curves, path: Path, title: str = "RL² on Bernoulli bandits") -> None:
     ax.set_ylabel("trial return / episodes (train tasks)")
     ax.set_title(title)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _common.save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -122,10 +122,7 @@ def plot(tables, curves, rounds, chance, round_length: int, path: Path) -> None:
         ax.set_ylabel("train accuracy (return / n)")
     fig.suptitle("RL² memories on memory-cue\n(cue shown once, answers paid at the trial's end)",
                  fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _common.save_figure(fig, path)
 
 
 def main(argv=None) -> dict:

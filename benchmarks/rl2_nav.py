@@ -157,10 +157,7 @@ def plot(rl2_row, maml, history, path: Path) -> None:
     ax2.set_xlabel("meta-iteration")
     ax2.set_ylabel("mean episode return in a trial (train tasks)")
     ax2.set_title("RL² meta-training")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _common.save_figure(fig, path)
 
 
 if __name__ == "__main__":

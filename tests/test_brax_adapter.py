@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-brax_envs = pytest.importorskip("brax.envs")
+import brax.envs as brax_envs  # brax is a core dependency: a missing install must fail, not skip
 
 from brax.envs.wrappers import training as brax_training  # noqa: E402
 

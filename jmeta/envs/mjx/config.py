@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from jmeta.envs.tasks import Range, check_positive_int, check_range
+from jmeta.envs.tasks import Range, check_positive_float, check_positive_int, check_range
 
 SOLVER_NAMES = ("newton", "cg")
 
@@ -129,8 +129,7 @@ class HalfCheetahDirConfig(MJXConfig):
 
 
 def check_non_negative(field: str, value: Any) -> float:
-    from jmeta.envs.tasks import check_positive_float
-
+    """``value`` as a float if finite and >= 0, else a ``ValueError`` naming ``field``."""
     return check_positive_float(field, value, allow_zero=True)
 
 
