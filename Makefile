@@ -14,7 +14,7 @@ install-dev: $(VENV)/bin/python
 	$(PY) -m pip install -e ".[dev]"
 
 demo: install-dev
-	$(PY) benchmarks/env_throughput.py --quick --out benchmarks/out/env_throughput_quick.json
+	$(VENV)/bin/jmeta demo --logdir runs/demo
 
 test: install-dev
 	$(PY) -m pytest -q -n auto --durations=15 tests

@@ -33,6 +33,11 @@ import sys
 import time
 from pathlib import Path
 
+# XLA's multi-threaded Eigen pool wedged MJX programs on CPU now and then (every thread parked in
+# a futex, 0 % CPU, block_until_ready never returning; on one device as on two). The same
+# symptom and workaround: PyAutoLabs/PyAutoFit#1530. The flag only concerns the CPU backend.
+if "--xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
 if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count={os.cpu_count()}")
@@ -75,6 +80,7 @@ def mesh_for(num_tasks: int) -> Mesh | None:
 def suite_config(args) -> maml_rl.Config:
     return maml_rl.Config(
         num_tasks=args.num_tasks, num_episodes=args.episodes, inner_lr=args.inner_lr,
+        first_order=args.first_order, max_kl=args.max_kl,
         hidden_sizes=(64, 64), activation="tanh", outer="trpo", eval_steps=3,
         eval_episodes=args.eval_episodes)
 
@@ -220,6 +226,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--eval-episodes", type=int, default=None, help="default 20")
     ap.add_argument("--test-tasks", type=int, default=None, help="default 40")
     ap.add_argument("--inner-lr", type=float, default=0.1)
+    ap.add_argument("--first-order", action="store_true",
+                    help="FOMAML-TRPO (first-order meta-gradient) instead of second order")
+    ap.add_argument("--max-kl", type=float, default=1e-2, help="TRPO trust region (0.01)")
     ap.add_argument("--chunk", type=int, default=10)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")

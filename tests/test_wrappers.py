@@ -126,3 +126,16 @@ def test_rescale_action_rejects_discrete_and_unbounded_spaces():
     nav, _ = jmeta.make("point-nav")
     with pytest.raises(ValueError, match="needs finite action bounds"):
         RescaleAction(Unbounded(nav))
+
+
+def test_make_rescale_actions_option():
+    import jmeta
+
+    env, _ = jmeta.make("point-nav", rescale_actions=True)
+    space = env.action_space()
+    assert float(space.low.min()) == -1.0 and float(space.high.max()) == 1.0
+    assert "rescale_actions" in jmeta.envs.describe("point-nav")
+    with pytest.raises(ValueError, match="rescale_actions: expected True or False"):
+        jmeta.make("point-nav", rescale_actions="yes")
+    with pytest.raises(ValueError, match="RescaleAction needs a Box action space"):
+        jmeta.make("bandit", rescale_actions=True)

@@ -497,8 +497,13 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
         metrics = {
             "return_pre": jnp.mean(returns[:, 0]),
             "return_post": jnp.mean(returns[:, -1]),
+            # per task, so the host can explain the curves by task parameters
+            "task_returns_pre": returns[:, 0],
             "task_returns_post": returns[:, -1],
+            "task_params": task_batch,
         }
+        if "log_std" in state.params.get("params", {}):  # Gaussian policy (GaussianMLP)
+            metrics["log_std"] = jnp.mean(state.params["params"]["log_std"])
         opt_state = state.opt_state
         if config.outer == "trpo":
             params, info = trpo.trpo_step(

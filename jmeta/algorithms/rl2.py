@@ -309,6 +309,9 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution) -
         metrics = {
             "trial_return": jnp.mean(jnp.sum(episode_returns, axis=-1)),
             "episode_returns": jnp.mean(episode_returns, axis=0),
+            # per task, so the host can explain the curves by task parameters
+            "task_returns": jnp.sum(episode_returns, axis=-1),
+            "task_params": task_batch,
             **{k: v[-1, -1] for k, v in aux.items()},
         }
         new_state = TrainState(params=params, opt_state=opt_state, key=key,

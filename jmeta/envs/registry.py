@@ -11,7 +11,7 @@ from jmeta.envs import bandit, cold_start_rec, memory_cue, point_nav, tabular_md
 from jmeta.envs.mjx import config as mjx_config
 from jmeta.envs.base import Environment
 from jmeta.envs.tasks import TaskDistribution
-from jmeta.envs.wrappers import with_observation_noise
+from jmeta.envs.wrappers import RescaleAction, with_observation_noise
 
 Builder = Callable[[Any], tuple[Environment, TaskDistribution]]
 
@@ -43,6 +43,7 @@ def describe(name: str) -> dict[str, Any]:
     cls = config_class(name)
     options = {f.name: f.default for f in dataclasses.fields(cls)}
     options["obs_noise"] = None
+    options["rescale_actions"] = False
     return options
 
 
@@ -51,7 +52,8 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown environment {name!r}; valid names: {', '.join(names())}")
 
 
-def make(name: str, *, obs_noise: Any = None, ood_obs_noise: Any = None, **overrides: Any):
+def make(name: str, *, obs_noise: Any = None, ood_obs_noise: Any = None,
+         rescale_actions: bool = False, **overrides: Any):
     """Builds a registered environment and its task distribution.
 
     Args:
@@ -59,6 +61,9 @@ def make(name: str, *, obs_noise: Any = None, ood_obs_noise: Any = None, **overr
       obs_noise: optional per-task sensor noise std, a number or a ``(low, high)`` range sampled
         per task (wraps the env with :class:`jmeta.envs.wrappers.ObservationNoise`).
       ood_obs_noise: the ``ood`` split's noise range (default: ``obs_noise``).
+      rescale_actions: the policy acts in ``[-1, 1]^d`` and actions are mapped onto the env's
+        box (:class:`jmeta.envs.wrappers.RescaleAction`, the action half of rllab's
+        ``normalize``, as the MAML authors' code wraps every env); Box action spaces only.
       **overrides: fields of the env's config (see :func:`describe`), e.g. ``goal_radius=0.5``,
         ``num_arms=10``, ``friction=(0.5, 0.9)``.
 
@@ -79,9 +84,13 @@ def make(name: str, *, obs_noise: Any = None, ood_obs_noise: Any = None, **overr
     if unknown:
         raise ValueError(
             f"unknown override(s) {', '.join(map(repr, unknown))} for environment {name!r}; "
-            f"valid: {', '.join(valid + ['obs_noise', 'ood_obs_noise'])}"
+            f"valid: {', '.join(valid + ['obs_noise', 'ood_obs_noise', 'rescale_actions'])}"
         )
+    if not isinstance(rescale_actions, bool):
+        raise ValueError(f"rescale_actions: expected True or False, got {rescale_actions!r}")
     env, tasks = builder(config_cls(**overrides))
+    if rescale_actions:
+        env = RescaleAction(env)
     if obs_noise is not None:
         env, tasks = with_observation_noise(env, tasks, obs_noise, ood_obs_noise)
     elif ood_obs_noise is not None:
