@@ -33,11 +33,6 @@ import sys
 import time
 from pathlib import Path
 
-# XLA's multi-threaded Eigen pool wedged MJX programs on CPU now and then (every thread parked in
-# a futex, 0 % CPU, block_until_ready never returning; on one device as on two). The same
-# symptom and workaround: PyAutoLabs/PyAutoFit#1530. The flag only concerns the CPU backend.
-if "--xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
 if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count={os.cpu_count()}")
@@ -93,13 +88,26 @@ def friction_of(tasks_batch) -> np.ndarray:
     return np.asarray(friction)
 
 
+EVAL_CHUNK = 8  # tasks per evaluation call, see evaluate()
+
+
 def evaluate(algo, state, tasks, num_tasks: int, key: int = 123):
-    # Training shards over the host devices and leaves the state replicated on all of them; an
-    # MJX program over replicated CPU inputs deadlocked here (jax 0.10.2, 0% CPU forever), so the
-    # evaluation runs on one device.
+    """Meta-test on ``num_tasks`` tasks, in calls of :data:`EVAL_CHUNK` tasks (chunk ``c`` draws
+    its tasks with ``fold_in(key, c)``).
+
+    One vmapped call over all tasks hung here, every time for the warehouse (80 tasks × 20
+    trajectories: all XLA threads parked in a futex, 0 % CPU; with XLA's multi-threaded Eigen
+    disabled too), while calls of 8 tasks never did; the state is also put on one device, as
+    an MJX program over state replicated on the CPU host devices deadlocked in session 4.
+    """
     state = jax.device_put(state, jax.devices()[0])
-    ev = jax.jit(jmeta.evaluate, static_argnums=(0, 2, 4))(
-        algo, state, tasks, jax.random.key(key), num_tasks)
+    fn = jax.jit(jmeta.evaluate, static_argnums=(0, 2, 4))
+    chunk = min(EVAL_CHUNK, num_tasks)
+    if num_tasks % chunk:
+        raise ValueError(f"num_tasks {num_tasks} is not a multiple of {chunk}")
+    parts = [fn(algo, state, tasks, jax.random.fold_in(jax.random.key(key), c), chunk)
+             for c in range(num_tasks // chunk)]
+    ev = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *parts)
     returns = np.asarray(ev.returns)
     finite = np.isfinite(returns)
     count = np.maximum(finite.sum(axis=0), 1)

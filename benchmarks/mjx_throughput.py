@@ -34,11 +34,6 @@ import sys
 import time
 from pathlib import Path
 
-# XLA's multi-threaded Eigen pool wedged MJX programs on CPU now and then (every thread parked in
-# a futex, 0 % CPU, block_until_ready never returning; on one device as on two). The same
-# symptom and workaround: PyAutoLabs/PyAutoFit#1530. The flag only concerns the CPU backend.
-if "--xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
 if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count={os.cpu_count()}")
