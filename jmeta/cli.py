@@ -43,6 +43,7 @@ from typing import Any, Sequence
 from jmeta.training.configs import ConfigError
 
 EXIT_USAGE = 2
+EXIT_FAILURE = 1  # the run itself failed (aborted on non-finite values, no readable checkpoint)
 
 # Finn et al. 2017, Fig. 5 (shared/reference/published.md): MAML's return after 0..3 steps.
 # Shown beside a maml-rl run's table when the run used the paper's horizon.
@@ -65,26 +66,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 # --- helpers ------------------------------------------------------------------------------------
-def _positive_int(name: str):
+def _int_at_least(minimum: int):
+    """An argparse ``type`` for ints >= ``minimum`` (argparse prefixes the option's name)."""
+    what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"expected a positive int, got {value}")
-        return value
-    return parse
-
-
-def _non_negative_int(name: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}")
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"expected an int >= 0, got {value}")
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
         return value
     return parse
 
@@ -317,7 +309,13 @@ def cmd_train(args, extra: Sequence[str]) -> int:
         runner = Runner(run_spec, logdir, chunk_size=chunk, progress=not args.no_progress)
     except ValueError as err:  # e.g. LOGDIR is a file or holds a different run
         raise UsageError(f"--logdir: {err}") from None
-    state = runner.run(iterations)
+    from jmeta.training.checkpoint import CheckpointError
+
+    try:
+        state = runner.run(iterations)
+    except (RuntimeError, CheckpointError) as err:  # non-finite abort, no readable checkpoint
+        print(f"jmeta: error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return EXIT_FAILURE
     print(f"trained {int(state.iteration)} iterations; run directory: {logdir}\n"
           f"  TensorBoard: tensorboard --logdir {logdir / 'tb'}\n"
           f"  metrics: {logdir / 'metrics.jsonl'}   checkpoints: {logdir / 'checkpoints'}\n"
@@ -526,6 +524,7 @@ def _plot_eval(out: dict[str, Any], path: Path) -> None:
     if out.get("paper"):
         p = out["paper"]["mean"][: len(xs)]
         ax.plot(range(len(p)), p, "k--", label=f"paper MAML ({out['paper']['label']})")
+    ax.set_xticks(xs)
     ax.set_xlabel("adaptation steps" if out["x"] == "steps" else "trial episode")
     ax.set_ylabel(f"mean {out['y']}")
     ax.set_title(f"{out['spec']['algo']} on {out['spec']['env']} ({out['split']})")
@@ -559,23 +558,23 @@ def _parser() -> _Parser:
     t.add_argument("algo", nargs="?", default=None, help="algorithm (`jmeta algos` lists them)")
     t.add_argument("--env", default=None, help="environment (`jmeta envs` lists them)")
     t.add_argument("--logdir", required=True, help="run directory (resumed if it has checkpoints)")
-    t.add_argument("--iterations", type=_positive_int("--iterations"), default=None,
+    t.add_argument("--iterations", type=_int_at_least(1), default=None,
                    help="meta-iterations to reach (counting those already in LOGDIR)")
     t.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="set an algorithm config field (repeatable; task.FIELD=VALUE for the env)")
     t.add_argument("--config", default=None, metavar="FILE.yaml", help="YAML config file")
-    t.add_argument("--chunk", type=_positive_int("--chunk"), default=None,
+    t.add_argument("--chunk", type=_int_at_least(1), default=None,
                    help="iterations per jitted chunk (default 10)")
-    t.add_argument("--seed", type=_non_negative_int("--seed"), default=None)
+    t.add_argument("--seed", type=_int_at_least(0), default=None)
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     e = sub.add_parser("evaluate", help="meta-test a run: return after 0..K adaptation steps")
     e.add_argument("run_dir")
     e.add_argument("--split", choices=("test", "ood", "train"), default="test")
-    e.add_argument("--steps", type=_positive_int("--steps"), default=None,
+    e.add_argument("--steps", type=_int_at_least(1), default=None,
                    help="adaptation steps K (gradient-based algorithms; default: the config's)")
-    e.add_argument("--tasks", type=_positive_int("--tasks"), default=40)
-    e.add_argument("--seed", type=_non_negative_int("--seed"), default=123)
+    e.add_argument("--tasks", type=_int_at_least(1), default=40)
+    e.add_argument("--seed", type=_int_at_least(0), default=123)
 
     d = sub.add_parser("doctor", help="diagnose a run from its logged curves")
     d.add_argument("run_dir")

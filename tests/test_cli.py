@@ -263,3 +263,13 @@ def test_doctor_finds_a_planted_failure_in_a_real_run(tmp_path, capsys):
     code, out, _ = run_cli(["doctor", str(run_dir), "--json"], capsys)
     kinds = [f["kind"] for f in json.loads(out)]
     assert kinds[0] == "no_adaptation_gain"
+
+
+def test_a_run_that_aborts_on_non_finite_values_exits_1_without_traceback(tmp_path, capsys):
+    code, out, err = run_cli(["train", "maml-rl", "--env", "point-nav", "--logdir",
+                              str(tmp_path / "nan"), "--iterations", "2", "--chunk", "1",
+                              "--set", "inner_lr=1e38", *TINY], capsys)
+    assert code == 1
+    assert err.strip().splitlines()[-1].startswith("jmeta: error: aborted: non-finite values")
+    assert "rolled back to iteration 0, retry 1/2" in err
+    assert "Traceback" not in err + out
