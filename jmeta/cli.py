@@ -334,7 +334,7 @@ def _task_values(algo: str, env: str, mapping: Any, assignments: Sequence[str]) 
 
     if not isinstance(mapping, dict):
         raise UsageError(f"task: expected a mapping of field: value, got {type(mapping).__name__}")
-    pairs = list(mapping.items()) + [configs._parse_assignment(a) for a in assignments]
+    pairs = list(mapping.items()) + [configs.parse_assignment(a) for a in assignments]
     if algo in spec_mod.SUPERVISED_ALGORITHMS:
         # Supervised families take plain constructor arguments: YAML scalars/lists as given,
         # command-line values parsed as YAML scalars or comma-separated lists (RunSpec checks).

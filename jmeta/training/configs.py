@@ -18,6 +18,7 @@ Values are parsed by type, never evaluated:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import math
 import re
@@ -98,8 +99,9 @@ def _describe(tp: Any) -> str:
 
 
 def _split(text: str) -> list[str]:
-    parts = re.split(r"[,:x]" if re.fullmatch(r"[\d\s,x]+", text) else r"[,:]", text)
-    return [p.strip() for p in parts if p.strip()]
+    if re.fullmatch(r"\s*\d+(\s*x\s*\d+)+\s*", text):  # 64x64
+        return [p.strip() for p in text.split("x")]
+    return [p.strip() for p in re.split(r"[,:]", text)]
 
 
 def coerce(tp: Any, value: Any, field: str) -> Any:
@@ -188,7 +190,12 @@ def coerce(tp: Any, value: Any, field: str) -> Any:
     fail()
 
 
-def _parse_assignment(text: str) -> tuple[str, str]:
+def parse_assignment(text: str) -> tuple[str, str]:
+    """``"field=value"`` as ``(field, value)`` (dashes in the name become underscores).
+
+    Raises:
+      ConfigError: no ``=``, or nothing before it.
+    """
     if "=" not in text:
         raise ConfigError(f"--set {text!r}: expected field=value")
     name, value = text.split("=", 1)
@@ -203,7 +210,7 @@ def check_fields(cls: type, names: Iterable[str], what: str) -> None:
     valid = field_types(cls)
     for name in names:
         if name not in valid:
-            close = [v for v in valid if name.split("_")[0] in v][:3]
+            close = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.6)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise ConfigError(f"unknown {what} field {name!r}{hint}; valid: {', '.join(valid)}")
 
@@ -217,7 +224,7 @@ def parse_overrides(cls: type, assignments: Iterable[str], what: str = "config")
     out: dict[str, Any] = {}
     types_ = field_types(cls)
     for text in assignments:
-        name, value = _parse_assignment(text)
+        name, value = parse_assignment(text)
         check_fields(cls, [name], what)
         out[name] = coerce(types_[name], value, name)
     return out
