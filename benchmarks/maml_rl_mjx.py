@@ -110,13 +110,11 @@ def evaluate(algo, state, tasks, num_tasks: int, key: int = 123):
     ev = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *parts)
     returns = np.asarray(ev.returns)
     finite = np.isfinite(returns)
-    count = np.maximum(finite.sum(axis=0), 1)
-    mean = np.where(finite, returns, 0.0).sum(axis=0) / count
-    std = np.sqrt(np.where(finite, (returns - mean) ** 2, 0.0).sum(axis=0) / count)
+    summary = jmeta.evaluation.finite_summary(returns)
     both = finite[:, 0] & finite[:, 1]
     gain = returns[both, 1] - returns[both, 0]  # paired, per task: after one step minus before
-    return ev, {"mean": mean.tolist(), "sem": (std / np.sqrt(count)).tolist(),
-                "diverged_tasks": (~finite).sum(axis=0).tolist(),
+    return ev, {"mean": summary["mean"].tolist(), "sem": summary["sem"].tolist(),
+                "diverged_tasks": summary["non_finite"].tolist(),
                 "gain_step1": float(gain.mean()) if gain.size else None,
                 "gain_step1_sem": float(gain.std() / np.sqrt(gain.size)) if gain.size else None,
                 "returns": [[float(x) if np.isfinite(x) else None for x in row]

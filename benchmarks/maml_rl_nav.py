@@ -131,20 +131,17 @@ def main(argv=None) -> dict:
         evaluate = jax.jit(jmeta.evaluate, static_argnums=(0, 2, 4))
         ev = evaluate(algo, state, tasks.test, jax.random.key(123), test_tasks)
         returns = np.asarray(ev.returns)  # [tasks, steps + 1]
-        # A VPG step can diverge (a sharp policy has huge log-likelihood gradients); such tasks
-        # are counted, and the statistics are over the tasks that stayed finite.
-        finite = np.isfinite(returns)
-        count = np.maximum(finite.sum(axis=0), 1)
-        mean = np.where(finite, returns, 0.0).sum(axis=0) / count
-        std = np.sqrt(np.where(finite, (returns - mean) ** 2, 0.0).sum(axis=0) / count)
+        # Diverged tasks are counted and left out of the statistics (finite_summary).
+        summary = jmeta.evaluation.finite_summary(returns)
         results[method] = {
-            "mean": mean.tolist(), "std": std.tolist(), "sem": (std / np.sqrt(count)).tolist(),
-            "diverged_tasks": (~finite).sum(axis=0).tolist(), "iterations": int(state.iteration),
+            "mean": summary["mean"].tolist(), "std": summary["std"].tolist(),
+            "sem": summary["sem"].tolist(), "diverged_tasks": summary["non_finite"].tolist(),
+            "iterations": int(state.iteration),
             "sec_per_iter_median": float(np.median([h["seconds"] for h in history]))
             if history else None,
         }
         curves[method] = history
-        log(f"{method}: return after 0..3 steps {np.round(mean, 2).tolist()}, diverged tasks "
+        log(f"{method}: return after 0..3 steps {np.round(summary['mean'], 2).tolist()}, diverged tasks "
             f"{results[method]['diverged_tasks']}")
 
     headline = {}

@@ -432,7 +432,7 @@ def cmd_evaluate(args) -> int:
 
     import jmeta
     from jmeta.algorithms import supervised
-    from jmeta.training import runner as runner_mod, spec as spec_mod
+    from jmeta.training import logs, runner as runner_mod, spec as spec_mod
     from jmeta.training.checkpoint import CheckpointError
 
     run_dir = _run_dir(args.run_dir)
@@ -466,11 +466,8 @@ def cmd_evaluate(args) -> int:
         returns = np.asarray(ev.returns, np.float64)
         x_name = "steps" if run_spec.algo == "maml-rl" else "episode"
         y_name = "return"
-    finite = np.isfinite(returns)
-    count = np.maximum(finite.sum(axis=0), 1)
-    mean = np.where(finite, returns, 0.0).sum(axis=0) / count
-    std = np.sqrt(np.where(finite, (returns - mean) ** 2, 0.0).sum(axis=0) / count)
-    sem = std / np.sqrt(count)
+    summary = jmeta.evaluation.finite_summary(returns)
+    mean, sem, non_finite = summary["mean"], summary["sem"], summary["non_finite"]
     paper = (PAPER_MAML.get(run_spec.env) if run_spec.algo == "maml-rl" and args.split == "test"
              else None)
     if paper and run_spec.env_kwargs.get("horizon", paper[2]) != paper[2]:
@@ -479,7 +476,7 @@ def cmd_evaluate(args) -> int:
         paper = None
     rows = []
     for k in range(returns.shape[1]):
-        row = [k, f"{mean[k]:.3f} ± {sem[k]:.3f}", int((~finite[:, k]).sum())]
+        row = [k, f"{mean[k]:.3f} ± {sem[k]:.3f}", int(non_finite[k])]
         if paper:
             row.append(f"{paper[1][k]:.2f}" if k < len(paper[1]) else "")
         rows.append(row)
@@ -489,27 +486,16 @@ def cmd_evaluate(args) -> int:
     _print_table(header, rows)
     out = {"run_dir": str(run_dir), "split": args.split, "num_tasks": args.tasks,
            "seed": args.seed, "x": x_name, "y": y_name, "mean": mean.tolist(),
-           "sem": sem.tolist(), "non_finite": (~finite).sum(axis=0).tolist(),
+           "sem": sem.tolist(), "non_finite": non_finite.tolist(),
            "values": returns.tolist(), "iteration": int(state.iteration),
            "spec": run_spec.to_dict(),
            "paper": {"label": paper[0], "mean": paper[1]} if paper else None}
     stem = run_dir / f"eval_{args.split}"
-    stem.with_suffix(".json").write_text(json.dumps(_finite_json(out), indent=1))
+    stem.with_suffix(".json").write_text(json.dumps(logs.jsonable(out), indent=1,
+                                                    allow_nan=False))
     _plot_eval(out, stem.with_suffix(".png"))
     print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.png')}")
     return 0
-
-
-def _finite_json(obj: Any) -> Any:
-    import math
-
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_json(v) for v in obj]
-    return obj
 
 
 def _plot_eval(out: dict[str, Any], path: Path) -> None:

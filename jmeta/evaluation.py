@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jmeta.algorithms.base import Algorithm
 from jmeta.envs.tasks import TaskDistribution, check_positive_int
@@ -69,3 +70,23 @@ def evaluate(
     keys = jax.random.split(k_adapt, num_tasks)
     result = jax.vmap(algo.adapt, in_axes=(None, 0, 0))(state, task_batch, keys)
     return EvalResult(returns=result.returns, tasks=task_batch)
+
+
+def finite_summary(returns: Any) -> dict[str, np.ndarray]:
+    """Per-column statistics of ``returns`` ``[num_tasks, K + 1]`` over the finite entries (host).
+
+    An adaptation step can diverge on some tasks (a sharp policy has huge log-likelihood
+    gradients); those are counted in ``non_finite`` and left out of the statistics, so one
+    diverged task does not turn the mean into NaN.
+
+    Returns:
+      ``{"mean", "std", "sem", "non_finite"}``, each ``[K + 1]`` (``std`` over the finite tasks,
+      ``sem = std / sqrt(count)``).
+    """
+    returns = np.asarray(returns, np.float64)
+    finite = np.isfinite(returns)
+    count = np.maximum(finite.sum(axis=0), 1)
+    mean = np.where(finite, returns, 0.0).sum(axis=0) / count
+    std = np.sqrt(np.where(finite, (returns - mean) ** 2, 0.0).sum(axis=0) / count)
+    return {"mean": mean, "std": std, "sem": std / np.sqrt(count),
+            "non_finite": (~finite).sum(axis=0)}

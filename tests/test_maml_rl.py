@@ -186,3 +186,13 @@ def test_discrete_policy_on_continuous_env_is_refused():
     env, tasks = jmeta.make("bandit")
     with pytest.raises(ValueError, match=r"policy: 'gaussian' needs a Box action space; bandit"):
         maml_rl.make(maml_rl.Config(policy="gaussian"), env, tasks)
+
+
+def test_finite_summary_leaves_diverged_tasks_out():
+    from jmeta.evaluation import finite_summary
+
+    s = finite_summary([[1.0, 2.0], [3.0, np.nan], [5.0, 4.0]])
+    np.testing.assert_allclose(s["mean"], [3.0, 3.0])
+    np.testing.assert_allclose(s["std"], [np.sqrt(8 / 3), 1.0])
+    np.testing.assert_allclose(s["sem"], [np.sqrt(8 / 3) / np.sqrt(3), 1.0 / np.sqrt(2)])
+    np.testing.assert_array_equal(s["non_finite"], [0, 1])

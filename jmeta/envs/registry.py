@@ -17,6 +17,9 @@ Builder = Callable[[Any], tuple[Environment, TaskDistribution]]
 
 _REGISTRY: dict[str, tuple[type, Builder]] = {}
 
+# Options ``make`` takes for every env on top of its config's fields (they wrap the env).
+WRAPPER_OPTIONS = ("obs_noise", "ood_obs_noise", "rescale_actions")
+
 
 def register(name: str, config_cls: type, builder: Builder) -> None:
     """Registers ``builder(config_cls(**overrides)) -> (env, tasks)`` under ``name``."""
@@ -84,7 +87,7 @@ def make(name: str, *, obs_noise: Any = None, ood_obs_noise: Any = None,
     if unknown:
         raise ValueError(
             f"unknown override(s) {', '.join(map(repr, unknown))} for environment {name!r}; "
-            f"valid: {', '.join(valid + ['obs_noise', 'ood_obs_noise', 'rescale_actions'])}"
+            f"valid: {', '.join(valid + list(WRAPPER_OPTIONS))}"
         )
     if not isinstance(rescale_actions, bool):
         raise ValueError(f"rescale_actions: expected True or False, got {rescale_actions!r}")

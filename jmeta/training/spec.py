@@ -170,7 +170,7 @@ class RunSpec:
                           list(registry.describe(self.env)) + ["ood_obs_noise"],
                           f"environment {self.env!r}")
             env_config = {k: v for k, v in self.env_kwargs.items()
-                          if k not in ("obs_noise", "ood_obs_noise", "rescale_actions")}
+                          if k not in registry.WRAPPER_OPTIONS}
             _validated(registry.config_class(self.env), env_config, "env_kwargs")
         if supervised_algo and "method" in self.algo_config:
             raise ValueError(f"algo_config: 'method' is set by the algo name "
