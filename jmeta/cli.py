@@ -11,7 +11,15 @@ benchmark.
     jmeta algos [NAME]
     jmeta bench NAME [--quick] [-- ARGS ...]     (ARGS go to benchmarks/NAME.py)
     jmeta demo [--logdir runs/demo] [--quick]
+    jmeta trainer maml-rl --env point-nav --run-dir DIR --iterations N [--run NAME] [--nats URL]
+                  [--set ...] [--config FILE.yaml] [--max-lag L] [--tasks-per-batch N] [--drain]
+    jmeta sampler [--run NAME] [--nats URL] [--sampler-id ID] [--max-batches N]
     jmeta version
+
+``trainer`` and ``sampler`` are the decoupled layout of :mod:`jmeta.distributed` (NATS
+JetStream; the ``distributed`` extra); URL, run name, credentials and TLS files also come from
+``$JMETA_NATS_URL``, ``$JMETA_RUN``, ``$JMETA_NATS_USER``/``$JMETA_NATS_PASSWORD`` or
+``$JMETA_NATS_TOKEN``, ``$JMETA_NATS_TLS_CA``/``_CERT``/``_KEY``.
 
 ``--set`` sets a field of the algorithm's ``Config`` (``jmeta algos NAME`` lists them with the
 help text of the config's docstring); ``--task.FIELD VALUE`` (or ``--set task.FIELD=VALUE``) sets
@@ -258,20 +266,21 @@ def cmd_bench(args, extra: Sequence[str]) -> int:
     return subprocess.call(cmd, cwd=root.parent)
 
 
-def cmd_train(args, extra: Sequence[str]) -> int:
+def _spec_from_args(args, extra: Sequence[str], command: str = "train"):
+    """``(RunSpec, iterations, chunk, yaml data)`` from ALGO/--env/--config/--set/--task.*."""
     from jmeta.training import configs, spec as spec_mod
-    from jmeta.training.runner import Runner
 
     data = _load_yaml(args.config) if args.config else {}
     algo = args.algo or data.get("algo")
     if algo is None:
-        raise UsageError("train: missing ALGO (e.g. jmeta train maml-rl --env point-nav ...)")
+        raise UsageError(f"{command}: missing ALGO (e.g. jmeta {command} maml-rl --env "
+                         f"point-nav ...)")
     if data.get("algo") not in (None, algo):
-        raise UsageError(f"train: ALGO {algo!r} disagrees with the config file's "
+        raise UsageError(f"{command}: ALGO {algo!r} disagrees with the config file's "
                          f"algo {data['algo']!r}")
     env = args.env or data.get("env")
     if env is None:
-        raise UsageError("train: missing --env NAME (`jmeta envs` lists them)")
+        raise UsageError(f"{command}: missing --env NAME (`jmeta envs` lists them)")
     try:
         config_cls = spec_mod.config_class(algo)
     except ValueError as err:
@@ -288,11 +297,12 @@ def cmd_train(args, extra: Sequence[str]) -> int:
                                task_sets + _split_task_args(extra))
     iterations = args.iterations if args.iterations is not None else data.get("iterations")
     if iterations is None:
-        raise UsageError("train: missing --iterations N")
+        raise UsageError(f"{command}: missing --iterations N")
     iterations = configs.coerce(int, iterations, "iterations")
     if iterations < 1:
         raise UsageError(f"iterations: expected a positive int, got {iterations}")
-    chunk = args.chunk if args.chunk is not None else configs.coerce(
+    chunk = getattr(args, "chunk", None)
+    chunk = chunk if chunk is not None else configs.coerce(
         int, data.get("chunk", 10), "chunk")
     if chunk < 1:
         raise UsageError(f"chunk: expected a positive int, got {chunk}")
@@ -304,6 +314,13 @@ def cmd_train(args, extra: Sequence[str]) -> int:
                                     algo_config=algo_values, seed=seed)
     except ValueError as err:  # names, fields and values, each named in one line
         raise UsageError(str(err)) from None
+    return run_spec, iterations, chunk, data
+
+
+def cmd_train(args, extra: Sequence[str]) -> int:
+    from jmeta.training.runner import Runner
+
+    run_spec, iterations, chunk, _ = _spec_from_args(args, extra)
     logdir = Path(args.logdir)
     try:
         runner = Runner(run_spec, logdir, chunk_size=chunk, progress=not args.no_progress)
@@ -321,6 +338,103 @@ def cmd_train(args, extra: Sequence[str]) -> int:
           f"  metrics: {logdir / 'metrics.jsonl'}   checkpoints: {logdir / 'checkpoints'}\n"
           f"  next: jmeta evaluate {logdir}   |   jmeta doctor {logdir}")
     return 0
+
+
+def _nats_options(args):
+    try:
+        import nats  # noqa: F401
+    except ImportError:
+        raise UsageError("the distributed commands need the `distributed` extra: "
+                         "pip install 'jmeta[distributed]'") from None
+    from jmeta.distributed import settings
+    from jmeta.distributed.connection import NatsOptions
+
+    try:
+        run = settings.check_run_name(args.run or os.environ.get(settings.ENV_RUN) or "")
+    except ValueError as err:
+        raise UsageError(f"--run (or ${settings.ENV_RUN}): {err}") from None
+    try:
+        return NatsOptions.from_env(args.nats, connect_timeout=args.connect_timeout), run
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def _run_async(coro) -> int:
+    import asyncio
+
+    from jmeta.distributed.connection import ConnectError
+    from jmeta.distributed.protocol import DistributedError
+    from jmeta.training.checkpoint import CheckpointError
+
+    try:
+        asyncio.run(coro)
+    except ConnectError as err:
+        print(f"jmeta: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except (DistributedError, CheckpointError) as err:
+        print(f"jmeta: error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return EXIT_FAILURE
+    return 0
+
+
+def cmd_sampler(args) -> int:
+    import asyncio
+
+    from jmeta.distributed.sampler import install_stop_handlers, run_sampler
+
+    options, run = _nats_options(args)
+
+    async def main():
+        stop = asyncio.Event()
+        install_stop_handlers(stop)
+        await run_sampler(options, run, sampler_id=args.sampler_id, max_batches=args.max_batches,
+                          seed=args.seed, log_path=args.log, wait=args.wait, stop=stop)
+
+    return _run_async(main())
+
+
+def cmd_trainer(args, extra: Sequence[str]) -> int:
+    from jmeta.distributed.trainer import run_trainer
+
+    options, run = _nats_options(args)
+    run_spec, iterations, _, _ = _spec_from_args(args, extra, command="trainer")
+    if run_spec.algo not in ("maml-rl", "rl2"):
+        raise UsageError(f"trainer: runs maml-rl and rl2, not {run_spec.algo}")
+    num_tasks = run_spec.config().num_tasks
+    if args.tasks_per_batch is not None and num_tasks % args.tasks_per_batch:
+        raise UsageError(f"--tasks-per-batch: {args.tasks_per_batch} does not divide num_tasks "
+                         f"{num_tasks}")
+    try:
+        coro = run_trainer(options, run, run_spec, args.run_dir, iterations,
+                           tasks_per_batch=args.tasks_per_batch, max_lag=args.max_lag,
+                           ack_wait=args.ack_wait, checkpoint_every=args.checkpoint_every,
+                           drain=args.drain, tensorboard=not args.no_tensorboard)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    try:
+        return _run_async(coro)
+    except ValueError as err:  # the Runner refusing the run directory
+        raise UsageError(f"--run-dir: {err}") from None
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _add_nats_args(p) -> None:
+    p.add_argument("--nats", default=None, metavar="URL",
+                   help="nats://HOST:PORT or tls://HOST:PORT (default $JMETA_NATS_URL, else "
+                        "nats://127.0.0.1:4222); credentials and TLS files come from "
+                        "$JMETA_NATS_USER/$JMETA_NATS_PASSWORD or $JMETA_NATS_TOKEN and "
+                        "$JMETA_NATS_TLS_CA/_CERT/_KEY")
+    p.add_argument("--run", default=None, help="run name (default $JMETA_RUN)")
+    p.add_argument("--connect-timeout", type=_positive_float, default=10.0, metavar="S")
 
 
 _NOISE_FIELDS = ("obs_noise", "ood_obs_noise")
@@ -580,6 +694,33 @@ def _parser() -> _Parser:
     m.add_argument("--quick", action="store_true", help="a seconds-long smoke run")
     m.add_argument("--no-progress", action="store_true")
 
+    r = sub.add_parser("trainer", help="meta-train from samplers' batches over NATS JetStream")
+    r.add_argument("algo", nargs="?", default=None, help="maml-rl or rl2")
+    r.add_argument("--env", default=None)
+    r.add_argument("--run-dir", required=True, help="run directory (checkpoints; resumed)")
+    r.add_argument("--iterations", type=_int_at_least(1), default=None)
+    r.add_argument("--set", action="append", metavar="FIELD=VALUE", help="as for train")
+    r.add_argument("--config", default=None, metavar="FILE.yaml", help="as for train")
+    r.add_argument("--seed", type=_int_at_least(0), default=None)
+    r.add_argument("--tasks-per-batch", type=_int_at_least(1), default=None,
+                   help="tasks per sampler batch (divides num_tasks; default <= 5)")
+    r.add_argument("--max-lag", type=_int_at_least(0), default=0,
+                   help="use batches sampled up to this many parameter versions ago")
+    r.add_argument("--ack-wait", type=_positive_float, default=30.0, metavar="S")
+    r.add_argument("--checkpoint-every", type=_int_at_least(1), default=1)
+    r.add_argument("--drain", action="store_true",
+                   help="after the last iteration, consume what is left in the stream")
+    r.add_argument("--no-tensorboard", action="store_true")
+    _add_nats_args(r)
+    s = sub.add_parser("sampler", help="sample and adapt on task batches for a trainer")
+    s.add_argument("--sampler-id", default=None, help="default $JMETA_SAMPLER_ID, else HOST-PID")
+    s.add_argument("--max-batches", type=_int_at_least(1), default=None)
+    s.add_argument("--seed", type=_int_at_least(0), default=None)
+    s.add_argument("--log", default=None, metavar="FILE.jsonl",
+                   help="append a line per stored batch")
+    s.add_argument("--wait", type=_positive_float, default=60.0, metavar="S",
+                   help="wait this long for the trainer's run and parameters")
+    _add_nats_args(s)
     sub.add_parser("version", help="print the versions")
     return p
 
@@ -594,17 +735,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
         argv, task_args = _pop_task_args(argv)
         args, extra = parser.parse_known_args(argv)
-        if task_args and args.command != "train":
-            raise UsageError(f"unrecognized argument {task_args[0]!r} (--task.FIELD is for train)")
+        if task_args and args.command not in ("train", "trainer"):
+            raise UsageError(f"unrecognized argument {task_args[0]!r} (--task.FIELD is for "
+                             f"train and trainer)")
         extra = task_args + extra
         if args.command in ("bench",):
             return cmd_bench(args, extra)
         if args.command == "train":
             return cmd_train(args, extra)
+        if args.command == "trainer":
+            return cmd_trainer(args, extra)
         if extra:
             raise UsageError(f"unrecognized argument {extra[0]!r}")
         return {"evaluate": cmd_evaluate, "doctor": cmd_doctor, "envs": cmd_envs,
-                "algos": cmd_algos, "version": cmd_version, "demo": cmd_demo}[args.command](args)
+                "algos": cmd_algos, "version": cmd_version, "demo": cmd_demo,
+                "sampler": cmd_sampler}[args.command](args)
     except (UsageError, ConfigError) as err:
         print(f"jmeta: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -39,12 +39,22 @@ class Algorithm(NamedTuple):
       train: ``train(state, num_iterations) -> (state, stacked metrics)``, a ``lax.scan`` of
         ``update``; ``num_iterations`` is static.
       adapt: ``adapt(state, task, key) -> adapted``, meta-test adaptation to one task.
+      sample: ``sample(params, key, num_tasks) -> data`` (``num_tasks`` static), the part of
+        ``update`` that only needs values of the parameters: task sampling, rollouts and (for
+        MAML) the inner adaptation and post-adaptation rollouts. ``None`` for algorithms without
+        a sampling phase (supervised). The decoupled samplers of :mod:`jmeta.distributed` run it.
+      learn: ``learn(state, data) -> (state, metrics)``, the rest of ``update``: everything that
+        is differentiated, recomputed from ``data`` (whose task axis may come from several
+        ``sample`` calls). ``update(state)`` is ``learn`` of ``sample`` with keys drawn from
+        ``state.key``.
     """
 
     init: Callable[..., Any]
     update: Callable[..., Any]
     train: Callable[..., Any]
     adapt: Callable[..., Any]
+    sample: Callable[..., Any] | None = None
+    learn: Callable[..., Any] | None = None
 
 
 def scan_train(update: Callable[[Any], tuple[Any, Any]]) -> Callable[..., tuple[Any, Any]]:
@@ -67,3 +77,30 @@ def scan_train(update: Callable[[Any], tuple[Any, Any]]) -> Callable[..., tuple[
         return jax.lax.scan(body, state, None, length=num_iterations)
 
     return train
+
+
+# --- task-batch sharding (the placement helpers are in jmeta.sharding, one layer up) ----------
+TASK_AXIS = "tasks"
+
+
+def check_mesh(mesh: jax.sharding.Mesh, num_tasks: int, field: str = "num_tasks") -> None:
+    """Raises ``ValueError`` unless ``mesh`` has a ``"tasks"`` axis whose size divides
+    ``num_tasks``."""
+    if not isinstance(mesh, jax.sharding.Mesh):
+        raise ValueError(f"mesh: expected a jax.sharding.Mesh, got {type(mesh).__name__}")
+    if TASK_AXIS not in mesh.axis_names:
+        raise ValueError(f"mesh: needs an axis named {TASK_AXIS!r}, got {mesh.axis_names}")
+    size = mesh.shape[TASK_AXIS]
+    if num_tasks % size:
+        raise ValueError(f"{field}: {num_tasks} is not divisible by the mesh's {TASK_AXIS!r} "
+                         f"axis of size {size}")
+
+
+def task_constraint(mesh: jax.sharding.Mesh | None) -> Callable[[Any], Any]:
+    """``tree -> tree`` laying every leaf's leading (task) axis along the mesh's ``"tasks"`` axis
+    (``with_sharding_constraint``); the identity for ``mesh=None``."""
+    if mesh is None:
+        return lambda tree: tree
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(TASK_AXIS))
+    return lambda tree: jax.tree.map(
+        lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)

@@ -52,7 +52,7 @@ import optax
 from flax import struct
 
 from jmeta.algorithms import maml, pg, trpo
-from jmeta.algorithms.base import Algorithm, TrainState, scan_train
+from jmeta.algorithms.base import Algorithm, TrainState, check_mesh, scan_train, task_constraint
 from jmeta.envs.base import Environment
 from jmeta.envs.spaces import Box, Discrete
 from jmeta.envs.tasks import (
@@ -262,6 +262,25 @@ class OptState:
     inner_kl_coeff: jax.Array
 
 
+@struct.dataclass
+class Rollouts:
+    """What ``sample`` hands to ``learn``: a task batch's data, leading axis ``[num_tasks]``.
+
+    Attributes:
+      tasks: the tasks' ``EnvParams``.
+      pre: the pre-update batches, ``[num_tasks, inner_steps, ...]`` (values only).
+      post: the post-update batch, ``[num_tasks, ...]``, with the adapted behaviour policy's
+        distribution and log-probs.
+      returns: ``[num_tasks, inner_steps + 1]`` mean episode return before each inner step and
+        after the last.
+    """
+
+    tasks: Any
+    pre: Batch
+    post: Batch
+    returns: jax.Array
+
+
 class AdaptResult(NamedTuple):
     """Meta-test adaptation to one task.
 
@@ -319,16 +338,8 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
         meta-gradient. ``num_tasks`` must be divisible by the axis size.
     """
     if mesh is not None:
-        if "tasks" not in mesh.axis_names:
-            raise ValueError(f"mesh: needs an axis named 'tasks', got {mesh.axis_names}")
-        if config.num_tasks % mesh.shape["tasks"]:
-            raise ValueError(f"num_tasks: {config.num_tasks} is not divisible by the mesh's "
-                             f"'tasks' axis of size {mesh.shape['tasks']}")
-        task_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("tasks"))
-        shard_tasks = lambda tree: jax.tree.map(  # noqa: E731
-            lambda x: jax.lax.with_sharding_constraint(x, task_sharding), tree)
-    else:
-        shard_tasks = lambda tree: tree  # noqa: E731
+        check_mesh(mesh, config.num_tasks)
+    shard_tasks = task_constraint(mesh)
     policy = make_policy(config, env)
     num_steps = config.num_steps or task_horizon(tasks, "num_steps")
     k = config.inner_steps
@@ -480,13 +491,38 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
         return TrainState(params=params, opt_state=opt, key=k_state,
                           iteration=jnp.zeros((), jnp.int32))
 
-    def update(state: TrainState):
-        key, k_tasks, k_data = jax.random.split(state.key, 3)
-        task_batch = tasks.train.sample_batch(k_tasks, config.num_tasks)
-        data_keys = jax.random.split(k_data, config.num_tasks)
+    def sample_from(params, k_tasks, k_data, num_tasks: int) -> Rollouts:
+        task_batch = tasks.train.sample_batch(k_tasks, num_tasks)
+        data_keys = jax.random.split(k_data, num_tasks)
         task_batch, data_keys = shard_tasks((task_batch, data_keys))
         pre, post, returns = shard_tasks(jax.vmap(task_data, in_axes=(None, 0, 0))(
-            state.params, task_batch, data_keys))
+            params, task_batch, data_keys))
+        return Rollouts(tasks=task_batch, pre=pre, post=post, returns=returns)
+
+    def sample(params, key: jax.Array, num_tasks: int | None = None) -> Rollouts:
+        """Samples ``num_tasks`` (default ``config.num_tasks``, static) training tasks and their
+        pre- and post-adaptation data under ``params`` (values only: nothing here is
+        differentiated)."""
+        num_tasks = config.num_tasks if num_tasks is None else num_tasks
+        k_tasks, k_data = jax.random.split(key)
+        return sample_from(params, k_tasks, k_data, num_tasks)
+
+    def update(state: TrainState):
+        # == learn(state, sample(state.params, jax.random.split(state.key)[1]))
+        key, k_sample = jax.random.split(state.key)
+        return learn_from(state, sample(state.params, k_sample), key)
+
+    def learn(state: TrainState, data: Rollouts):
+        """The outer step on ``data`` (any number of tasks; sampled under ``state.params`` for
+        the exact MAML gradient): the inner step(s) are recomputed from ``data.pre`` as functions
+        of ``state.params``; the surrogate's ratio and the trust region are taken against the
+        behaviour distributions stored in ``data.post`` (so data from slightly older parameters
+        is importance-corrected in the outer objective, not in the inner step)."""
+        return learn_from(state, data, jax.random.split(state.key)[0])
+
+    def learn_from(state: TrainState, data: Rollouts, key: jax.Array):
+        task_batch, returns = data.tasks, data.returns
+        pre, post = shard_tasks((data.pre, data.post))
 
         def surrogate_loss(params):
             return loss_and_kl(params, pre, post)[0]
@@ -570,6 +606,7 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
         last = jnp.mean(episode_returns(collect(theta, task, keys[-1], config.eval_episodes)))
         return AdaptResult(params=theta, returns=jnp.concatenate([returns, last[None]]))
 
-    algorithm = Algorithm(init=init, update=update, train=scan_train(update), adapt=adapt)
+    algorithm = Algorithm(init=init, update=update, train=scan_train(update), adapt=adapt,
+                          sample=sample, learn=learn)
     return Components(algorithm=algorithm, policy=policy, task_data=task_data,
                       loss_and_kl=loss_and_kl, gauss_newton_fvp=gauss_newton_fvp)

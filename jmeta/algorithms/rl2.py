@@ -39,9 +39,10 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
 
 from jmeta.algorithms import maml, pg
-from jmeta.algorithms.base import Algorithm, TrainState, scan_train
+from jmeta.algorithms.base import Algorithm, TrainState, check_mesh, scan_train, task_constraint
 from jmeta.envs.base import Environment
 from jmeta.envs.spaces import Box, Discrete
 from jmeta.envs.tasks import (
@@ -142,6 +143,22 @@ class Config:
                              f"{self.num_tasks} (minibatches are made of whole trials)")
 
 
+@struct.dataclass
+class Rollouts:
+    """What ``sample`` hands to ``learn``: one trial per task, leading axis ``[num_tasks]``.
+
+    Attributes:
+      tasks: the tasks' ``EnvParams``.
+      trajectory: the trials, with the behaviour's ``extras["log_prob"]`` and ``extras["value"]``.
+      bootstrap: ``[num_tasks]`` the behaviour critic's value of the observation after the last
+        step (used when the rollout ends before the trial does).
+    """
+
+    tasks: Any
+    trajectory: Trajectory
+    bootstrap: jax.Array
+
+
 class AdaptResult(NamedTuple):
     """Meta-test on one task: one trial.
 
@@ -182,7 +199,8 @@ def _global_norm(tree) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
 
 
-def make(config: Config, env: Environment, tasks: TaskDistribution) -> Algorithm:
+def make(config: Config, env: Environment, tasks: TaskDistribution, *,
+         mesh: jax.sharding.Mesh | None = None) -> Algorithm:
     """Builds RL² for ``env`` (unwrapped: trials are made here) and its task distribution.
 
     Returns:
@@ -190,13 +208,24 @@ def make(config: Config, env: Environment, tasks: TaskDistribution) -> Algorithm
 
     Raises:
       ValueError: ``env`` is already a TrialWrapper, its action space is neither Discrete nor
-        Box, or the tasks have no static horizon and ``num_steps`` is not set.
+        Box, the tasks have no static horizon and ``num_steps`` is not set, or ``num_tasks``
+        is not divisible by the ``mesh``'s ``"tasks"`` axis.
     """
-    return make_components(config, env, tasks).algorithm
+    return make_components(config, env, tasks, mesh=mesh).algorithm
 
 
-def make_components(config: Config, env: Environment, tasks: TaskDistribution) -> Components:
-    """Like :func:`make`, also returning the pieces (see :class:`Components`)."""
+def make_components(config: Config, env: Environment, tasks: TaskDistribution, *,
+                    mesh: jax.sharding.Mesh | None = None) -> Components:
+    """Like :func:`make`, also returning the pieces (see :class:`Components`).
+
+    Args:
+      mesh: optional device mesh with an axis ``"tasks"``: the trials (and their advantages) are
+        sharded over it; each PPO minibatch is a gather across it, and XLA inserts the gradient
+        reductions. ``num_tasks`` must be divisible by the axis size.
+    """
+    if mesh is not None:
+        check_mesh(mesh, config.num_tasks)
+    shard_tasks = task_constraint(mesh)
     if isinstance(env, TrialWrapper):
         raise ValueError("env: pass the task env itself; rl2 makes the trials "
                          "(Config.trial_episodes sets their length)")
@@ -222,11 +251,11 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution) -
     obs_dim = trial_env.observation_space().shape
     optimizer = maml.clipped_optimizer(optax.adam(config.learning_rate), config.max_grad_norm)
 
-    sample, log_prob, entropy = CATEGORICAL if discrete else GAUSSIAN
+    sample_action, log_prob, entropy = CATEGORICAL if discrete else GAUSSIAN
 
     def act(params, carry, obs, key):
         carry, dist, value = net.apply(params, carry, obs)
-        action = sample(dist, key)
+        action = sample_action(dist, key)
         return carry, action, {"log_prob": log_prob(dist, action), "value": value}
 
     def collect(params, task, key):
@@ -279,12 +308,38 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution) -
         approx_kl = pg.masked_mean((ratio - 1.0) - log_ratio, valid)
         return loss, {"value_loss": value_loss, "entropy": ent, "approx_kl": approx_kl}
 
+    def sample_from(params, k_tasks, k_roll, num_tasks: int) -> Rollouts:
+        task_batch = shard_tasks(tasks.train.sample_batch(k_tasks, num_tasks))
+        roll_keys = shard_tasks(jax.random.split(k_roll, num_tasks))
+        traj, bootstrap = shard_tasks(jax.vmap(collect, in_axes=(None, 0, 0))(
+            params, task_batch, roll_keys))
+        return Rollouts(tasks=task_batch, trajectory=traj, bootstrap=bootstrap)
+
+    def sample(params, key: jax.Array, num_tasks: int | None = None) -> Rollouts:
+        """One trial on each of ``num_tasks`` (default ``config.num_tasks``, static) training
+        tasks under ``params``, with the behaviour log-probs and values (values only)."""
+        num_tasks = config.num_tasks if num_tasks is None else num_tasks
+        k_tasks, k_roll = jax.random.split(key)
+        return sample_from(params, k_tasks, k_roll, num_tasks)
+
     def update(state: TrainState):
-        key, k_tasks, k_roll, k_perm = jax.random.split(state.key, 4)
-        task_batch = tasks.train.sample_batch(k_tasks, config.num_tasks)
-        traj, bootstrap = jax.vmap(collect, in_axes=(None, 0, 0))(
-            state.params, task_batch, jax.random.split(k_roll, config.num_tasks))
-        adv, targets = jax.vmap(advantages)(traj, bootstrap)
+        # == learn(state, sample(state.params, jax.random.split(state.key, 3)[1]))
+        key, k_sample, k_perm = jax.random.split(state.key, 3)
+        return learn_from(state, sample(state.params, k_sample), key, k_perm)
+
+    def learn(state: TrainState, data: Rollouts):
+        """PPO epochs on ``data`` (``config.num_tasks`` trials): advantages from the stored
+        behaviour values, ratios against the stored behaviour log-probs (so trials from slightly
+        older parameters are importance-weighted and clipped, as PPO's own later epochs are)."""
+        key, _, k_perm = jax.random.split(state.key, 3)
+        return learn_from(state, data, key, k_perm)
+
+    def learn_from(state: TrainState, data_in: Rollouts, key, k_perm):
+        task_batch, traj, bootstrap = data_in.tasks, data_in.trajectory, data_in.bootstrap
+        if jax.tree.leaves(traj.obs)[0].shape[0] != config.num_tasks:
+            raise ValueError(f"data: learn takes {config.num_tasks} trials (num_tasks), got "
+                             f"{jax.tree.leaves(traj.obs)[0].shape[0]}")
+        adv, targets = shard_tasks(jax.vmap(advantages)(traj, bootstrap))
         data = (traj, adv, targets)
         mb_size = config.num_tasks // config.num_minibatches
 
@@ -328,6 +383,7 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution) -
         traj, _ = collect(state.params, task, key)
         return AdaptResult(returns=per_episode_returns(traj), trajectory=traj)
 
-    algorithm = Algorithm(init=init, update=update, train=scan_train(update), adapt=adapt)
+    algorithm = Algorithm(init=init, update=update, train=scan_train(update), adapt=adapt,
+                          sample=sample, learn=learn)
     return Components(algorithm=algorithm, network=net, env=trial_env, collect=collect,
                       unroll=unroll, advantages=advantages, num_steps=num_steps)

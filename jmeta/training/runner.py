@@ -277,6 +277,39 @@ class Runner:
           RuntimeError: ``max_nonfinite`` chunks in a row produced non-finite values.
         """
         num_iterations = _check_int("num_iterations", num_iterations, 1)
+        state = self.begin(num_iterations)
+        start = int(state.iteration)
+        if start >= num_iterations:
+            self._event("done", f"already at iteration {start} >= {num_iterations}; nothing to "
+                        f"do", iteration=start)
+            self.close()
+            return state
+        bar = _Progress(self.progress, start, num_iterations, self._key_metric_names())
+        try:
+            it = start
+            while it < num_iterations:
+                end = min((it // self.chunk_size + 1) * self.chunk_size, num_iterations)
+                t0 = self._now()
+                state, metrics = self._chunk(state, end - it)
+                self.record(state, metrics, t0, save=True if end == num_iterations else None)
+                it = end
+                bar.update(it, self.last_records[-1]["metrics"], self._now())
+        finally:
+            bar.close()
+            self.close()
+        return state
+
+    # --- an externally driven loop (jmeta.distributed's trainer) ----------------------------
+    def begin(self, num_iterations: int | None = None) -> Any:
+        """Opens the run directory and returns the state to continue from.
+
+        What :meth:`run` does before its first chunk, for a loop that makes its own updates (the
+        distributed trainer): writes ``run.json``, restores the latest good checkpoint (or
+        ``init_state()``), drops ``metrics.jsonl`` lines after it, logs ``start``/``resume``.
+        Then call :meth:`record` after each update (or chunk) and :meth:`close` at the end.
+        :attr:`restored_meta` holds the restored checkpoint's metadata (``None``: fresh run),
+        including what was passed as ``meta`` to :meth:`record`.
+        """
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._check_run_file()
         self._write_run_file()
@@ -284,60 +317,91 @@ class Runner:
         self._clock_start, self._time_offset = None, 0.0
         state = self.restore()
         start = 0 if state is None else int(state.iteration)
-        metrics_log = logs.JsonlLog(self.metrics_path)
-        dropped = metrics_log.truncate_after(start)
+        self._metrics_log = logs.JsonlLog(self.metrics_path)
+        dropped = self._metrics_log.truncate_after(start)
         kept = logs.read_jsonl(self.metrics_path)
         if kept:
             self._time_offset = float(kept[-1].get("time") or 0.0)
         elif self._restored_meta is not None:
             self._time_offset = float(self._restored_meta.get("time") or 0.0)
         self._clock_start = time.perf_counter()
+        total = f"{num_iterations} iterations, " if num_iterations is not None else ""
         if state is None:
             state = self.init_state()
             self._event("start", f"started {self._describe()} in {self.run_dir} "
-                        f"({num_iterations} iterations, chunks of {self.chunk_size})",
+                        f"({total}chunks of {self.chunk_size})",
                         iteration=0, num_iterations=num_iterations)
         else:
             extra = f"; dropped {dropped} metrics line(s) logged after it" if dropped else ""
             self._event("resume", f"resumed {self._describe()} from checkpoint {start} in "
                         f"{self.run_dir}{extra}", iteration=start, dropped_lines=dropped)
-        if start >= num_iterations:
-            self._event("done", f"already at iteration {start} >= {num_iterations}; nothing to "
-                        f"do", iteration=start)
-            return state
-        self._check_metric_names(state)
-
-        tb = (logs.TensorBoardLog(self.run_dir / TB_DIR, purge_step=start + 1 if start else None)
-              if self.tensorboard else None)
-        ckpt = self._checkpoints()
-        bar = _Progress(self.progress, start, num_iterations, self._key_metric_names())
-        chunks_since_save = 0
-        try:
-            it = start
-            while it < num_iterations:
-                end = min((it // self.chunk_size + 1) * self.chunk_size, num_iterations)
-                t0 = self._now()
-                state, metrics = self._chunk(state, end - it)
-                t1 = self._now()
-                n = end - it
-                records = logs.iteration_records(
-                    metrics, it + 1, [t0 + (t1 - t0) * (i + 1) / n for i in range(n)])
-                metrics_log.write(records)
-                if tb is not None:
-                    tb.write(records)
-                it = end
-                chunks_since_save += 1
-                saved = False
-                if chunks_since_save >= self.checkpoint_every or it == num_iterations:
-                    self._save(ckpt, state, records)
-                    chunks_since_save = 0
-                bar.update(it, records[-1]["metrics"], self._now())
-        finally:
-            bar.close()
-            if tb is not None:
-                tb.close()
-            ckpt.close()
+        self._iteration = start
+        self._tb = None
+        self._ckpt = None
+        self._chunks_since_save = 0
+        self.last_records: list[dict] = []
+        if num_iterations is None or start < num_iterations:
+            self._check_metric_names(state)
         return state
+
+    @property
+    def restored_meta(self) -> dict[str, Any] | None:
+        """The metadata of the checkpoint :meth:`begin` restored (``None``: a fresh run)."""
+        return getattr(self, "_restored_meta", None)
+
+    def record(self, state: Any, metrics: Mapping[str, Any], t0: float, *,
+               save: bool | None = None, meta: Mapping[str, Any] | None = None) -> bool:
+        """Logs the iterations from the last recorded one to ``state.iteration`` and
+        checkpoints.
+
+        Args:
+          state: the state after the update(s).
+          metrics: their metrics on the host, stacked along a leading ``[n]`` axis.
+          t0: :meth:`now` when the update(s) started.
+          save: checkpoint now (``True``), never (``False``), or every ``checkpoint_every``
+            calls (``None``).
+          meta: JSON-able data stored with the checkpoint (:attr:`restored_meta` on resume).
+
+        Returns:
+          Whether a checkpoint was saved.
+        """
+        it, end = self._iteration, int(state.iteration)
+        n = end - it
+        if n < 1:
+            raise ValueError(f"state: iteration {end} is not after the last recorded one ({it})")
+        t1 = self._now()
+        records = logs.iteration_records(
+            metrics, it + 1, [t0 + (t1 - t0) * (i + 1) / n for i in range(n)])
+        self._metrics_log.write(records)
+        if self.tensorboard and self._tb is None:
+            self._tb = logs.TensorBoardLog(self.run_dir / TB_DIR,
+                                           purge_step=it + 1 if it else None)
+        if self._tb is not None:
+            self._tb.write(records)
+        self._iteration = end
+        self.last_records = records
+        self._chunks_since_save += 1
+        if save is None:
+            save = self._chunks_since_save >= self.checkpoint_every
+        if save:
+            if self._ckpt is None:
+                self._ckpt = self._checkpoints()
+            self._save(self._ckpt, state, records, meta)
+            self._chunks_since_save = 0
+        return bool(save)
+
+    def now(self) -> float:
+        """Seconds since the run started (continuing across resumes), as logged."""
+        return self._now()
+
+    def close(self) -> None:
+        """Closes the TensorBoard writer and the checkpoint manager opened by :meth:`record`."""
+        if getattr(self, "_tb", None) is not None:
+            self._tb.close()
+            self._tb = None
+        if getattr(self, "_ckpt", None) is not None:
+            self._ckpt.close()
+            self._ckpt = None
 
     def _describe(self) -> str:
         if self.spec is not None:
@@ -400,7 +464,8 @@ class Runner:
             state = begin.replace(key=jax.random.fold_in(begin.key, retry))
         raise AssertionError("unreachable")
 
-    def _save(self, ckpt: Checkpoints, state, records: list[dict]):
+    def _save(self, ckpt: Checkpoints, state, records: list[dict],
+              extra: Mapping[str, Any] | None = None):
         best_value = None
         if self.best_metric is not None:
             values = [r["metrics"].get(self.best_metric) for r in records]
@@ -409,6 +474,8 @@ class Runner:
         meta = {**self._identity(), "seed": self.seed, "time": records[-1]["time"],
                 "best_metric": self.best_metric, "best_mode": self.best_mode,
                 "metrics": logs.jsonable(records[-1]["metrics"]), "jmeta_version": _version()}
+        if extra:
+            meta.update({k: v for k, v in extra.items() if k not in meta})
         ckpt.save(state, meta, best_value)
 
 
