@@ -318,14 +318,30 @@ def _spec_from_args(args, extra: Sequence[str], command: str = "train"):
 
 
 def cmd_train(args, extra: Sequence[str]) -> int:
+    from jmeta.training import spec as spec_mod
     from jmeta.training.runner import Runner
 
     run_spec, iterations, chunk, _ = _spec_from_args(args, extra)
     logdir = Path(args.logdir)
+    devices = args.devices
+    if devices is not None and devices > 1:
+        if run_spec.algo not in spec_mod.RL_ALGORITHMS:
+            raise UsageError(f"--devices: task-batch sharding is for "
+                             f"{' and '.join(spec_mod.RL_ALGORITHMS)}, not {run_spec.algo}")
+        from jmeta import sharding
+
+        try:  # on a CPU-only machine, N host devices (before JAX starts its backend)
+            sharding.use_host_devices(devices)
+            sharding.task_mesh(devices)
+        except ValueError as err:
+            raise UsageError(f"--devices: {err}") from None
     try:
-        runner = Runner(run_spec, logdir, chunk_size=chunk, progress=not args.no_progress)
+        runner = Runner(run_spec, logdir, chunk_size=chunk, progress=not args.no_progress,
+                        devices=devices)
     except ValueError as err:  # e.g. LOGDIR is a file or holds a different run
-        raise UsageError(f"--logdir: {err}") from None
+        message = str(err)
+        raise UsageError(message if message.startswith(("num_tasks", "devices")) else
+                         f"--logdir: {message}") from None
     from jmeta.training.checkpoint import CheckpointError
 
     try:
@@ -666,6 +682,9 @@ def _parser() -> _Parser:
     t.add_argument("--chunk", type=_int_at_least(1), default=None,
                    help="iterations per jitted chunk (default 10)")
     t.add_argument("--seed", type=_int_at_least(0), default=None)
+    t.add_argument("--devices", type=_int_at_least(1), default=None, metavar="N",
+                   help="shard each task batch over N devices (maml-rl, rl2; num_tasks divisible "
+                        "by N; on CPU, N host devices sharing the cores; see jmeta.sharding)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     e = sub.add_parser("evaluate", help="meta-test a run: return after 0..K adaptation steps")

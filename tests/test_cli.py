@@ -247,13 +247,13 @@ def test_bench_runs_the_script_with_extra_arguments(capfd):
 
 
 def test_doctor_finds_a_planted_failure_in_a_real_run(tmp_path, capsys):
-    """A real run with a planted failure mode: an inner step size of 20 (the paper's: 0.1–0.5)
+    """A real run with a planted failure mode: an inner step size of 100 (the paper's: 0.1–0.5)
     makes every adaptation step overshoot; `jmeta doctor` must say adaptation makes it worse."""
     run_dir = tmp_path / "planted"
     code, _, err = run_cli(["train", "maml-rl", "--env", "point-nav", "--logdir", str(run_dir),
                             "--iterations", "24", "--chunk", "12", "--set", "num_tasks=4",
                             "--set", "num_episodes=4", "--set", "hidden_sizes=16",
-                            "--set", "inner_lr=20", "--task.horizon", "10", "--no-progress"],
+                            "--set", "inner_lr=100", "--task.horizon", "10", "--no-progress"],
                            capsys)
     assert code == 0, err
     code, out, err = run_cli(["doctor", str(run_dir)], capsys)

@@ -107,8 +107,11 @@ async def run_trainer(options: NatsOptions, run: str, spec: RunSpec,
       stream_max_bytes: the stream's size limit (publishes are refused beyond it).
 
     Returns:
-      The summary also written to ``RUN_DIR/distributed.json``: counts per fate, batches and
-      bytes received, throughput, the trainer's idle fraction.
+      The summary also written to ``RUN_DIR/distributed.json``: ``counts``, the decisions per
+      fate over the whole run (the lines of ``batches.jsonl``, across restarts); and for this
+      process: batches and bytes received, ``seconds`` (drain included), ``batches_per_s``,
+      ``mb_per_s``, and ``idle_fraction`` (the share of the training loop's wall time spent
+      waiting for batches rather than learning; ``None`` when this process learned nothing).
 
     Raises:
       ValueError: a bad argument.
@@ -149,27 +152,29 @@ async def run_trainer(options: NatsOptions, run: str, spec: RunSpec,
     say = (lambda msg: None) if quiet else (  # noqa: E731
         lambda msg: print(f"jmeta trainer: {msg}", file=sys.stderr, flush=True))
 
-    runner = Runner(spec, run_dir, chunk_size=1, checkpoint_every=checkpoint_every,
-                    progress=False, tensorboard=tensorboard)
-    algo = runner.algo
-    if algo.learn is None:
-        raise DistributedError(f"{spec.algo} has no learn step")
-    state = runner.begin(num_iterations)
-    iteration = int(state.iteration)
-    restored = (runner.restored_meta or {}).get("distributed") or {}
-    used_ids: set[str] = set(restored.get("used_batches", []))
-    counts = {f: 0 for f in FATES}
-    counts.update({k: int(v) for k, v in restored.get("counts", {}).items() if k in counts})
-    counts["used"] = len(used_ids)
-    fates = _FateLog(Path(run_dir) / BATCHES_FILE, iteration)
-    sha = spec_sha256(spec)
-    info = RunInfo(spec=spec, tasks_per_batch=tasks_per_batch,
-                   batches_per_version=batches_per_version, max_lag=max_lag)
-    template = rollouts_template(algo, state.params, tasks_per_batch)
-    learn = jax.jit(algo.learn)
-
+    # connect first: a bad URL or bad credentials leave no trace in the run directory
     nc = await connect(options, name="jmeta-trainer")
+    runner = fates = None
     try:
+        runner = Runner(spec, run_dir, chunk_size=1, checkpoint_every=checkpoint_every,
+                        progress=False, tensorboard=tensorboard)
+        algo = runner.algo
+        if algo.learn is None:
+            raise DistributedError(f"{spec.algo} has no learn step")
+        state = runner.begin(num_iterations)
+        iteration = int(state.iteration)
+        restored = (runner.restored_meta or {}).get("distributed") or {}
+        used_ids: set[str] = set(restored.get("used_batches", []))
+        counts = {f: 0 for f in FATES}
+        counts.update({k: int(v) for k, v in restored.get("counts", {}).items() if k in counts})
+        counts["used"] = len(used_ids)
+        fates = _FateLog(Path(run_dir) / BATCHES_FILE, iteration)
+        sha = spec_sha256(spec)
+        info = RunInfo(spec=spec, tasks_per_batch=tasks_per_batch,
+                       batches_per_version=batches_per_version, max_lag=max_lag)
+        template = rollouts_template(algo, state.params, tasks_per_batch)
+        learn = jax.jit(algo.learn)
+
         js = nc.jetstream()
         stream = settings.stream_name(run)
         subject = settings.trajectory_subject(run)
@@ -365,12 +370,13 @@ async def run_trainer(options: NatsOptions, run: str, spec: RunSpec,
                         await out.run()
         await _quiet(nc.flush(timeout=5))
         wall = (t_end - t_first) if t_first is not None else 0.0
+        seconds = time.monotonic() - t_start  # including the drain
         summary = {
-            "run": run, "iteration": iteration, "counts": counts,
+            "run": run, "iteration": iteration, "counts": dict(fates.counts),
             "received_batches": received, "received_bytes": received_bytes,
-            "seconds": t_end - t_start, "training_seconds": wall,
-            "batches_per_s": received / (t_end - t_start) if t_end > t_start else None,
-            "mb_per_s": received_bytes / 1e6 / (t_end - t_start) if t_end > t_start else None,
+            "seconds": seconds, "training_seconds": wall,
+            "batches_per_s": received / seconds if seconds > 0 else None,
+            "mb_per_s": received_bytes / 1e6 / seconds if seconds > 0 else None,
             "idle_fraction": (1.0 - busy / wall) if wall > 0 else None,
             "tasks_per_batch": tasks_per_batch, "max_lag": max_lag,
         }
@@ -381,8 +387,10 @@ async def run_trainer(options: NatsOptions, run: str, spec: RunSpec,
                       counts=counts)
         return summary
     finally:
-        runner.close()
-        fates.close()
+        if runner is not None:
+            runner.close()
+        if fates is not None:
+            fates.close()
         await _close(nc)
 
 
@@ -434,6 +442,7 @@ class _FateLog:
 
     def __init__(self, path: Path, start: int):
         self.path = path
+        self.counts = {f: 0 for f in FATES}  # the lines of the file, per fate
         if path.exists():
             kept = []
             for line in path.read_text().splitlines():
@@ -444,6 +453,8 @@ class _FateLog:
                 if rec.get("fate") == "used" and (rec.get("iteration") or 0) > start:
                     continue
                 kept.append(json.dumps(rec))
+                if rec.get("fate") in self.counts:
+                    self.counts[rec["fate"]] += 1
             tmp = path.with_suffix(".tmp")
             tmp.write_text("".join(k + "\n" for k in kept))
             os.replace(tmp, path)
@@ -456,6 +467,7 @@ class _FateLog:
             rec["reason"] = reason
         self.file.write(json.dumps(rec) + "\n")
         self.file.flush()
+        self.counts[fate] += 1
 
     def close(self):
         self.file.close()

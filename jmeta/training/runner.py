@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jmeta import sharding
 from jmeta.algorithms.base import Algorithm
 from jmeta.training import logs
 from jmeta.training.checkpoint import Checkpoints
@@ -99,20 +100,34 @@ class Runner:
       config: with an ``Algorithm``: JSON-able data describing it, saved in ``run.json`` and in
         every checkpoint and compared on resume.
       key_metrics: the scalar metrics the progress bar shows (default: the algorithm's main ones).
+      devices: with a ``RunSpec`` of ``maml-rl``/``rl2``: shard each meta-iteration's task batch
+        over this many devices (a :func:`jmeta.sharding.task_mesh`; ``num_tasks`` must be
+        divisible by it), the state replicated. ``None`` or 1: one device. Not part of the run's
+        identity: a run may be resumed on another number of devices (same numbers within float
+        round-off); the ``start``/``resume`` events record it. With an ``Algorithm``, build it
+        with ``mesh=`` and jit it yourself (:func:`jmeta.sharding.jit_train`).
 
     Runners of equal specs in one process share the built algorithm and its compiled ``train``
     (the numbers do not depend on it: a run resumed in another process is bit-identical).
 
     Raises:
-      ValueError: a bad argument (names it), ``run_dir`` is a file, or ``run_dir`` holds a
-        different run.
+      ValueError: a bad argument (names it), ``run_dir`` is a file, ``run_dir`` holds a
+        different run, more ``devices`` than exist, or a multi-process job (the Runner writes the
+        run directory from one process; see :mod:`jmeta.sharding`).
     """
 
     def __init__(self, target: RunSpec | Algorithm, run_dir: str | os.PathLike, *,
                  chunk_size: int = 10, keep: int = 3, best_metric: str | None = "auto",
                  best_mode: str = "auto", max_nonfinite: int = 3, checkpoint_every: int = 1,
                  progress: bool = True, tensorboard: bool = True, seed: int | None = None,
-                 config: Any = None, key_metrics: Sequence[str] | None = None):
+                 config: Any = None, key_metrics: Sequence[str] | None = None,
+                 devices: int | None = None):
+        self.devices = 1 if devices is None else _check_int("devices", devices, 1)
+        if jax.process_count() > 1:
+            raise ValueError(f"Runner: this is process {jax.process_index()} of "
+                             f"{jax.process_count()}; the Runner is single-process (it writes the "
+                             f"run directory). Drive algo.train under jmeta.sharding.task_mesh() "
+                             f"yourself (see jmeta.sharding)")
         if isinstance(target, RunSpec):
             if seed is not None:
                 raise ValueError("seed: a RunSpec has its own seed; set RunSpec.seed instead")
@@ -120,10 +135,13 @@ class Runner:
                 raise ValueError("config: a RunSpec is the config; pass config only with an "
                                  "Algorithm")
             self.spec: RunSpec | None = target
-            self.env, self.tasks, self.algo, self._train = _built(target)
+            self.env, self.tasks, self.algo, self._train = _built(target, self.devices)
             self.seed = target.seed
             auto_metric, auto_mode = default_best_metric(target.algo)
         elif isinstance(target, Algorithm):
+            if self.devices != 1:
+                raise ValueError("devices: only with a RunSpec; build the Algorithm with "
+                                 "mesh=jmeta.sharding.task_mesh(N) and pass it alone")
             self.spec = None
             self.env = self.tasks = None
             self.algo = target
@@ -330,11 +348,12 @@ class Runner:
             state = self.init_state()
             self._event("start", f"started {self._describe()} in {self.run_dir} "
                         f"({total}chunks of {self.chunk_size})",
-                        iteration=0, num_iterations=num_iterations)
+                        iteration=0, num_iterations=num_iterations, devices=self.devices)
         else:
             extra = f"; dropped {dropped} metrics line(s) logged after it" if dropped else ""
             self._event("resume", f"resumed {self._describe()} from checkpoint {start} in "
-                        f"{self.run_dir}{extra}", iteration=start, dropped_lines=dropped)
+                        f"{self.run_dir}{extra}", iteration=start, dropped_lines=dropped,
+                        devices=self.devices)
         self._iteration = start
         self._tb = None
         self._ckpt = None
@@ -517,11 +536,14 @@ def load(run_dir: str | os.PathLike) -> tuple[RunSpec, Any, Any, Algorithm, Any]
 
 # --- helpers -----------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=8)
-def _built(spec: RunSpec):
-    """``build(spec)`` and its jitted ``train``, shared by the Runners of equal specs in one
-    process, so a new Runner on a run directory (a resume in a notebook) does not recompile."""
-    env, tasks, algo = build(spec)
-    return env, tasks, algo, jax.jit(algo.train, static_argnames="num_iterations")
+def _built(spec: RunSpec, devices: int = 1):
+    """``build(spec)`` and its jitted ``train``, shared by the Runners of equal specs (and device
+    counts) in one process, so a new Runner on a run directory (a resume in a notebook) does not
+    recompile. ``devices > 1``: the task batch sharded over a ``task_mesh(devices)``, the state
+    and the outputs replicated."""
+    mesh = None if devices == 1 else sharding.task_mesh(devices)
+    env, tasks, algo = build(spec, mesh=mesh)
+    return env, tasks, algo, sharding.jit_train(algo.train, mesh)
 
 
 def _tree_finite(*trees) -> list[jax.Array]:

@@ -235,11 +235,14 @@ class RunSpec:
         return hash(self.to_json())
 
 
-def build(spec: RunSpec) -> tuple[Any, Any, Algorithm]:
+def build(spec: RunSpec, mesh: Any = None) -> tuple[Any, Any, Algorithm]:
     """Builds the environment, task distribution and algorithm of ``spec``.
 
     Args:
       spec: a :class:`RunSpec`.
+      mesh: optional ``jax.sharding.Mesh`` with an axis ``"tasks"``
+        (:func:`jmeta.sharding.task_mesh`) over which ``maml-rl``/``rl2`` shard their task batch
+        (``num_tasks`` divisible by its size).
 
     Returns:
       ``(env, tasks, algorithm)``. For ``maml-rl``/``rl2``: the environment, its
@@ -248,17 +251,21 @@ def build(spec: RunSpec) -> tuple[Any, Any, Algorithm]:
       :class:`SupervisedTasks` ``, algorithm)``.
 
     Raises:
-      ValueError: an invalid value (names the field).
+      ValueError: an invalid value (names the field); a ``mesh`` for a supervised method, or one
+        whose ``"tasks"`` axis does not divide ``num_tasks``.
     """
     if not isinstance(spec, RunSpec):
         raise ValueError(f"spec: expected a RunSpec, got {type(spec).__name__}")
     config = spec.config()
+    if mesh is not None and spec.algo not in RL_ALGORITHMS:
+        raise ValueError(f"mesh: task-batch sharding is for {' and '.join(RL_ALGORITHMS)} only, "
+                         f"not {spec.algo}")
     if spec.algo in SUPERVISED_ALGORITHMS:
         tasks = _supervised_tasks(spec.env, dict(spec.env_kwargs))
         return None, tasks, supervised.make(config, tasks.train)
     env, tasks = registry.make(spec.env, **dict(spec.env_kwargs))
     module = maml_rl if spec.algo == "maml-rl" else rl2
-    return env, tasks, module.make(config, env, tasks)
+    return env, tasks, module.make(config, env, tasks, mesh=mesh)
 
 
 # --- helpers -----------------------------------------------------------------------------------
