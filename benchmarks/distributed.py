@@ -4,7 +4,7 @@ fraction, learning parity with in-process training, and sharded vs single-device
 For each sampler count (default 1, 2, 4): a fresh ``nats-server -js`` on 127.0.0.1 (the real
 server of the ``distributed`` extra, user/password auth), one ``jmeta trainer`` process and that
 many ``jmeta sampler`` processes, all on this machine, meta-training MAML-RL on point-nav for
-``--iterations`` meta-iterations (10 tasks per update in batches of 5, ``max_lag 0``: exact
+``--iterations`` meta-iterations (20 tasks per update in batches of 5, ``max_lag 0``: exact
 on-policy meta-gradients, so extra samplers' batches made with a superseded version are
 dropped as ``stale``). Measured, in the steady state between the first and the last update
 (compilation excluded):
@@ -15,13 +15,17 @@ dropped as ``stale``). Measured, in the steady state between the first and the l
   ``distributed.json``).
 
 Learning parity: the same spec trained in-process by the Runner for the same number of
-meta-iterations; both final states meta-tested with ``jmeta.evaluate`` on the same 40 test tasks
-(return before and after one adaptation step). Sharding: one MAML-RL meta-iteration on 1 and on 4
-forced host CPU devices (a child process with ``--xla_force_host_platform_device_count=4``); on 2
-cores no speed-up is expected, the point is that it runs and agrees (tests/test_sharding.py).
+meta-iterations with ``--parity-seeds`` seeds (default 3; their spread is the seed-to-seed noise),
+against the distributed runs (one per sampler count; their samplers draw other tasks and keys, so
+a distributed run is another seed, not the same numbers); every final state meta-tested with
+``jmeta.evaluate`` on the same 40 test tasks and keys (return before and after one adaptation
+step); the headline returns are the means over the runs of each kind. Sharding: one MAML-RL
+meta-iteration on 1 and on 4 forced host CPU devices (a child process with
+``--xla_force_host_platform_device_count=4``); on 2 cores no speed-up is expected, the point is
+that it runs and agrees (tests/test_sharding.py).
 
     python benchmarks/distributed.py [--quick] [--out PATH.json] [--samplers 1,2,4]
-        [--iterations 30]
+        [--iterations 100]
 """
 
 from __future__ import annotations
@@ -48,7 +52,8 @@ from jmeta.distributed.local import LocalNats  # noqa: E402
 from jmeta.training import RunSpec, Runner  # noqa: E402
 from jmeta.training.runner import load  # noqa: E402
 
-FULL = {"num_tasks": 10, "num_episodes": 10, "inner_lr": 0.5, "hidden_sizes": (32, 32),
+# num_tasks 20: the paper's meta-batch, and divisible by the 4 devices of the sharding timing
+FULL = {"num_tasks": 20, "num_episodes": 10, "inner_lr": 0.5, "hidden_sizes": (32, 32),
         "num_steps": 50}
 QUICK = {"num_tasks": 4, "num_episodes": 2, "inner_lr": 0.5, "hidden_sizes": (8,),
          "num_steps": 20}
@@ -179,16 +184,19 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default="benchmarks/results/distributed.json")
     ap.add_argument("--samplers", default=None, help="comma-separated counts (default 1,2,4)")
-    ap.add_argument("--iterations", type=int, default=None, help="default 30")
+    ap.add_argument("--iterations", type=int, default=None, help="default 100")
     ap.add_argument("--test-tasks", type=int, default=None, help="default 40")
     ap.add_argument("--seed", type=int, default=2)
+    ap.add_argument("--parity-seeds", type=int, default=None,
+                    help="in-process runs (seeds SEED, SEED+1, ...) for the parity (default 3)")
     ap.add_argument("--work-dir", default=None, help="default: a temporary directory")
     args = ap.parse_args(argv)
     q = args.quick
     counts = [int(x) for x in (args.samplers or ("1" if q else "1,2,4")).split(",")]
-    iterations = args.iterations or (2 if q else 30)
+    iterations = args.iterations or (2 if q else 100)
     test_tasks = args.test_tasks or (4 if q else 40)
     config = QUICK if q else FULL
+    args.parity_seeds = args.parity_seeds or (1 if q else 3)
     tasks_per_batch = 2 if q else 5
     log = lambda msg: print(msg, flush=True)  # noqa: E731
 
@@ -198,24 +206,36 @@ def main(argv=None) -> dict:
         runs[n] = distributed_run(work / f"samplers{n}", n, config, iterations, tasks_per_batch,
                                   args.seed, log)
 
-    # learning parity: the in-process Runner on the same spec, then both meta-tested alike
-    spec = RunSpec("maml-rl", "point-nav", algo_config=config, seed=args.seed)
-    t0 = time.perf_counter()
-    runner = Runner(spec, work / "inprocess", chunk_size=iterations, progress=False,
-                    tensorboard=False)
-    state = runner.run(iterations)
-    inprocess_s = time.perf_counter() - t0
+    # learning parity: the in-process Runner on the same spec with --parity-seeds seeds (their
+    # spread is the seed-to-seed noise), against the distributed runs (one per sampler count);
+    # every final state meta-tested alike on the same test tasks and keys
     env, tasks = jmeta.make("point-nav")
-    inproc_eval = evaluate(runner.algo, state, tasks, test_tasks)
-    inproc_curve = [r["metrics"]["return_post"] for r in _lines(work / "inprocess" /
-                                                                 "metrics.jsonl")]
-    dist_n = counts[0]
-    _, _, dtasks, dalgo, dstate = load(runs[dist_n]["run_dir"])
-    dist_eval = evaluate(dalgo, dstate, dtasks, test_tasks)
-    log(f"return before/after 1 step on {test_tasks} test tasks: in-process "
-        f"{inproc_eval['mean'][0]:.2f} -> {inproc_eval['mean'][1]:.2f} ± "
-        f"{inproc_eval['sem'][1]:.2f}; distributed ({dist_n} sampler) "
-        f"{dist_eval['mean'][0]:.2f} -> {dist_eval['mean'][1]:.2f} ± {dist_eval['sem'][1]:.2f}")
+    inproc = []
+    for i in range(args.parity_seeds):
+        spec = RunSpec("maml-rl", "point-nav", algo_config=config, seed=args.seed + i)
+        t0 = time.perf_counter()
+        runner = Runner(spec, work / f"inprocess{i}", chunk_size=iterations, progress=False,
+                        tensorboard=False)
+        state = runner.run(iterations)
+        inproc.append({"seed": args.seed + i, "wall_s": time.perf_counter() - t0,
+                       "eval": evaluate(runner.algo, state, tasks, test_tasks),
+                       "return_post": [r["metrics"]["return_post"] for r in
+                                       _lines(work / f"inprocess{i}" / "metrics.jsonl")]})
+    dist_evals = {}
+    for n in counts:
+        _, _, dtasks, dalgo, dstate = load(runs[n]["run_dir"])
+        dist_evals[n] = evaluate(dalgo, dstate, dtasks, test_tasks)
+    parity = {
+        name: {f"step{k}": {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1))
+                            if len(v) > 1 else None, "values": v}
+               for k in (0, 1)
+               for v in [[e["mean"][k] for e in evals]]}
+        for name, evals in (("inprocess", [r["eval"] for r in inproc]),
+                            ("distributed", list(dist_evals.values())))}
+    for name, p in parity.items():
+        log(f"{name}: return before/after 1 step on {test_tasks} test tasks, mean over "
+            f"{len(p['step1']['values'])} run(s): {p['step0']['mean']:.2f} -> "
+            f"{p['step1']['mean']:.2f} (runs {np.round(p['step1']['values'], 2).tolist()})")
     shard = sharding_timing(q, log)
 
     headline = {f"batches_per_s_{n}_sampler{'s' if n > 1 else ''}": runs[n]["batches_per_s"]
@@ -227,10 +247,10 @@ def main(argv=None) -> dict:
     headline.update({f"trainer_idle_fraction_{n}_sampler{'s' if n > 1 else ''}":
                      runs[n]["idle_fraction"] for n in counts})
     headline.update({
-        "inprocess_return_step0": inproc_eval["mean"][0],
-        "inprocess_return_step1": inproc_eval["mean"][1],
-        "distributed_return_step0": dist_eval["mean"][0],
-        "distributed_return_step1": dist_eval["mean"][1],
+        "inprocess_return_step0": parity["inprocess"]["step0"]["mean"],
+        "inprocess_return_step1": parity["inprocess"]["step1"]["mean"],
+        "distributed_return_step0": parity["distributed"]["step0"]["mean"],
+        "distributed_return_step1": parity["distributed"]["step1"]["mean"],
         "single_device_sec_per_iter": shard["single"]["sec_per_iter"],
         "sharded_4_devices_sec_per_iter": shard["sharded"]["sec_per_iter"],
     })
@@ -238,19 +258,20 @@ def main(argv=None) -> dict:
                                                            else v for k, v in config.items()},
            "iterations": iterations, "tasks_per_batch": tasks_per_batch, "max_lag": 0,
            "samplers": counts, "test_tasks": test_tasks, "seed": args.seed, "quick": q,
-           "parity_distributed_samplers": dist_n, "processes": "all on this machine"}
+           "parity_seeds": args.parity_seeds, "processes": "all on this machine"}
     _common.write_json(args.out, headline, cfg, runs={str(n): r for n, r in runs.items()},
-                       inprocess={"eval": inproc_eval, "return_post": inproc_curve,
-                                  "wall_s": inprocess_s},
-                       distributed_eval=dist_eval, sharding=shard)
+                       inprocess=inproc, parity=parity,
+                       distributed_eval={str(n): e for n, e in dist_evals.items()},
+                       sharding=shard)
     print(f"\n{'samplers':>8} {'batches/s':>10} {'used/s':>8} {'MB/s':>7} {'idle':>6}")
     for n in counts:
         r = runs[n]
         print(f"{n:>8} {r['batches_per_s']:>10.2f} {r['used_batches_per_s']:>8.2f} "
               f"{r['mb_per_s']:>7.2f} {r['idle_fraction']:>6.1%}")
-    print(f"return after 1 step: in-process {inproc_eval['mean'][1]:.2f} ± "
-          f"{inproc_eval['sem'][1]:.2f}, distributed {dist_eval['mean'][1]:.2f} ± "
-          f"{dist_eval['sem'][1]:.2f}")
+    for name, p in parity.items():
+        std = p["step1"]["std"]
+        print(f"return after 1 step, {name}: {p['step1']['mean']:.2f}"
+              + (f" (std over runs {std:.2f})" if std is not None else ""))
     return headline
 
 
