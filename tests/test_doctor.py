@@ -549,6 +549,84 @@ def test_rl2_trial_without_adaptation(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
+# 6b. Meta-overfitting (eval_test.json / eval_ood.json of `jmeta evaluate`)
+
+
+def write_evals(run, test, ood, x="steps"):
+    """``test``/``ood``: (mean list, sem list) or None (no file), as `jmeta evaluate` writes."""
+    for split, curve in (("test", test), ("ood", ood)):
+        if curve is not None:
+            rec = {"split": split, "x": x, "mean": curve[0], "sem": curve[1], "iteration": 40}
+            (run / f"eval_{split}.json").write_text(json.dumps(rec))
+    return run
+
+
+def healthy(tmp_path):
+    metrics, _ = clean_run(35, with_tasks=False)
+    return write_run(tmp_path / "run", metrics)
+
+
+def test_meta_overfitting_the_demo_numbers_by_hand(tmp_path):
+    # the demo's curves (RESULTS.md): test -35.3 -> -10.3 ± 0.8, ood -89.6 -> -48.6 ± 2.3.
+    # gap 38.3 = 372 % of |-10.3|; s.e. sqrt(0.8² + 2.3²) = 2.435, so 15.7 s.e.
+    run = write_evals(healthy(tmp_path), ([-35.3, -10.3], [2.0, 0.8]),
+                      ([-89.6, -48.6], [2.5, 2.3]))
+    f = only(doctor.diagnose(run), "meta_overfitting")
+    assert f.evidence["gap"] == pytest.approx(38.3)
+    assert f.evidence["relative_gap"] == pytest.approx(38.3 / 10.3)
+    assert f.evidence["z"] == pytest.approx(38.3 / math.hypot(0.8, 2.3))
+    assert f.evidence["test_gain"] == pytest.approx(25.0)
+    assert f.evidence["ood_gain"] == pytest.approx(41.0)
+    assert f.severity == pytest.approx(0.7) and f.iteration == 40
+    assert f.message.startswith("meta-overfitting: after 1 adaptation step(s), the return on "
+                                "shifted (ood) tasks is -48.6 ± 2.3 against -10.3 ± 0.8 on "
+                                "held-out test tasks, 372 % of |test| lower (15.7 s.e.)")
+    assert "adaptation gained 25 on test and 41 on ood" in f.message
+
+
+def test_meta_overfitting_positive_returns_and_rl2_episodes(tmp_path):
+    # 300 -> 100: 67 % below |300| and 14.1 s.e. of the difference
+    run = write_evals(healthy(tmp_path), ([50, 250, 300], [10, 10, 10]),
+                      ([40, 90, 100], [10, 10, 10]), x="episode")
+    f = only(doctor.diagnose(run), "meta_overfitting")
+    assert f.message.startswith("meta-overfitting: in trial episode 3, the return on shifted "
+                                "(ood) tasks is 100 ± 10 against 300 ± 10")
+    assert f.severity == pytest.approx(0.55 + 0.15 * (2 / 3 / 0.5 - 1))
+
+
+@pytest.mark.parametrize("test, ood", [
+    (([-35.0, -10.0], [1.0, 0.3]), ([-40.0, -12.0], [1.0, 0.3])),  # 20 % lower: a small shift
+    (([-5.0, -1.0], [1.0, 1.0]), ([-6.0, -4.0], [1.0, 1.5])),  # 300 % lower but 1.7 s.e.
+    (([-35.0, -10.0], [1.0, 0.8]), None),  # no ood evaluation
+    (([-35.0, -10.0], [1.0, 0.8]), ([-90.0, None], [2.0, None])),  # a non-finite ood end
+])
+def test_no_meta_overfitting_finding(tmp_path, test, ood):
+    run = write_evals(healthy(tmp_path), test, ood)
+    assert "meta_overfitting" not in kinds(doctor.diagnose(run))
+
+
+def test_meta_overfitting_threshold_is_configurable(tmp_path):
+    # 20 % lower at 4.7 s.e.: a finding only when 20 % counts as far
+    run = write_evals(healthy(tmp_path), ([-35.0, -10.0], [1.0, 0.3]),
+                      ([-40.0, -12.0], [1.0, 0.3]))
+    assert "meta_overfitting" not in kinds(doctor.diagnose(run))
+    assert "meta_overfitting" in kinds(doctor.diagnose(run, ood_rel_gap=0.1))
+    with pytest.raises(ValueError, match=r"DoctorConfig.ood_k must be a number > 0, got 0"):
+        doctor.diagnose(run, ood_k=0)
+
+
+def test_malformed_evaluation_file(tmp_path):
+    run = healthy(tmp_path)
+    (run / "eval_ood.json").write_text("{")
+    with pytest.raises(doctor.MalformedLogError, match=r"eval_ood.json: not a JSON evaluation"):
+        doctor.load_run(run)
+    (run / "eval_ood.json").write_text(json.dumps({"mean": [1, 2], "sem": [1]}))
+    with pytest.raises(doctor.MalformedLogError, match=r'eval_ood.json: expected "mean" and '
+                                                       r'"sem" lists of equal length'):
+        doctor.load_run(run)
+
+
+# --------------------------------------------------------------------------------------------------
 # Log reading, bad inputs, output
 
 

@@ -12,6 +12,9 @@ The doctor reads what the Runner writes in a run directory and nothing else:
   reports ``abort``, ``nonfinite_rollback`` and ``checkpoint_fallback`` events.
 * ``spec.json`` / ``config.json`` (optional, best effort): only to find ``max_kl`` and the line
   search's ``ls_backtracks`` when they are not passed; no finding needs them.
+* ``eval_test.json`` / ``eval_ood.json`` (optional): what ``jmeta evaluate RUN_DIR [--split ood]``
+  writes, the meta-test curve (``mean``/``sem`` per adaptation step or trial episode) on a split;
+  used only for ``meta_overfitting``.
 
 :func:`diagnose` returns a list of :class:`Finding`, most severe first. Severity is a number in
 [0, 1] used for ranking: ``>= 0.8`` the run is broken (abort, non-finite values), ``>= 0.5`` it
@@ -57,6 +60,13 @@ the change is given in the curve's units.
   ``100·(mean_rest − mean_group)/|mean_rest|``; and across each drop, the split whose side fell
   most more than the other ("tasks with friction < 0.55 fell 400 %, the others 1 %"). Parameters
   are taken greedily, each next one tested outside the failing sides already named.
+* ``meta_overfitting`` (needs ``eval_test.json`` and ``eval_ood.json``): the meta-tested return
+  at the end of adaptation (last step / last trial episode) on the shifted ``ood`` split is below
+  the held-out ``test`` split's by more than ``ood_rel_gap`` of ``|test|`` and by more than
+  ``ood_k`` standard errors of the difference (the two s.e.m. in quadrature): good on the training
+  distribution, collapsing under a shift. The message gives both curves' ends and both
+  adaptation gains; the counters are task-range widening and observation noise during
+  meta-training (``benchmarks/meta_overfitting.py`` measures them).
 
 >>> findings = diagnose("runs/nav")                       # doctest: +SKIP
 >>> print(format_report(findings))                        # doctest: +SKIP
@@ -90,6 +100,7 @@ __all__ = [
 
 METRICS_FILE = "metrics.jsonl"
 EVENTS_FILE = "events.jsonl"
+EVAL_FILES = {"test": "eval_test.json", "ood": "eval_ood.json"}  # written by `jmeta evaluate`
 _SPEC_FILES = ("spec.json", "config.json")
 
 
@@ -123,7 +134,8 @@ class Finding:
 
     Attributes:
       kind: what was found, e.g. ``"sudden_drop"``, ``"plateau"``, ``"nonfinite"``,
-        ``"log_std_collapse"``, ``"kl_blowup"``, ``"no_adaptation_gain"``, ``"task_attribution"``.
+        ``"log_std_collapse"``, ``"kl_blowup"``, ``"no_adaptation_gain"``, ``"task_attribution"``,
+        ``"meta_overfitting"``.
       severity: in [0, 1]; findings are ranked by it (see the module docstring for the bands).
       iteration: the (1-based) meta-iteration where the problem starts, or ``None``.
       message: one sentence, with the numbers.
@@ -199,6 +211,9 @@ class DoctorConfig:
       attribution_bins: candidate thresholds are this many quantiles (from 5 % to 95 %) of the
         parameter.
       max_attributions: at most this many parameters are reported per analysis.
+      ood_rel_gap: meta-overfitting: the ``ood`` return after adaptation is below the ``test``
+        one by more than this fraction of ``|test|`` ...
+      ood_k: ... and by more than this many standard errors of the difference.
     """
 
     return_metric: str | None = None
@@ -232,6 +247,8 @@ class DoctorConfig:
     attribution_min_n: int = 20
     attribution_bins: int = 91
     max_attributions: int = 3
+    ood_rel_gap: float = 0.5
+    ood_k: float = 3.0
 
     def __post_init__(self):
         def need(name, ok, allowed):
@@ -258,7 +275,7 @@ class DoctorConfig:
         need("attribution_min_frac", _is_number(self.attribution_min_frac)
              and 0 < self.attribution_min_frac < 0.5, "a number in (0, 0.5)")
         for name in ("drop_z", "plateau_z", "gain_k", "attribution_z", "log_std_fast_drop",
-                     "entropy_drop_nats", "attribution_min_effect"):
+                     "entropy_drop_nats", "attribution_min_effect", "ood_rel_gap", "ood_k"):
             v = getattr(self, name)
             need(name, _is_number(v) and v > 0, "a number > 0")
         need("plateau_min_gain", _is_number(self.plateau_min_gain) and self.plateau_min_gain >= 0,
@@ -306,6 +323,8 @@ class RunLog:
       events: the records of ``events.jsonl`` (empty when absent).
       spec: the parsed ``spec.json`` / ``config.json`` (empty when absent or unreadable).
       warnings: findings about the log files themselves (a truncated last line).
+      evaluations: split (``"test"``, ``"ood"``) -> the parsed ``eval_<split>.json`` of
+        ``jmeta evaluate`` (only the splits that have one).
     """
 
     run_dir: pathlib.Path
@@ -317,6 +336,7 @@ class RunLog:
     events: list[dict[str, Any]]
     spec: dict[str, Any]
     warnings: list[Finding]
+    evaluations: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 def load_run(run_dir: str | pathlib.Path) -> RunLog:
@@ -333,7 +353,8 @@ def load_run(run_dir: str | pathlib.Path) -> RunLog:
       NotARunDirError: it holds no ``metrics.jsonl``.
       MalformedLogError: ``metrics.jsonl`` is empty, or a line other than the last is not a
         record (the message names the line). A broken *last* line (a killed run) is skipped with a
-        ``truncated_log`` warning in ``RunLog.warnings``.
+        ``truncated_log`` warning in ``RunLog.warnings``. An ``eval_<split>.json`` that is not
+        JSON or lacks equal-length ``mean``/``sem`` lists.
     """
     path = pathlib.Path(run_dir)
     if path.is_file() and path.name == METRICS_FILE:
@@ -386,7 +407,25 @@ def load_run(run_dir: str | pathlib.Path) -> RunLog:
 
     return RunLog(run_dir=path, iterations=iterations, time=time, metrics=metrics,
                   nonfinite=nonfinite, tasks=_pool_tasks(task_rows), events=events,
-                  spec=_read_spec(path), warnings=warnings)
+                  spec=_read_spec(path), warnings=warnings, evaluations=_read_evaluations(path))
+
+
+def _read_evaluations(path: pathlib.Path) -> dict[str, dict[str, Any]]:
+    out = {}
+    for split, name in EVAL_FILES.items():
+        f = path / name
+        if not f.is_file():
+            continue
+        try:
+            rec = json.loads(f.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise MalformedLogError(f"{f}: not a JSON evaluation ({e})") from None
+        mean, sem = (rec.get(k) if isinstance(rec, dict) else None for k in ("mean", "sem"))
+        if not (isinstance(mean, list) and isinstance(sem, list) and len(mean) == len(sem) >= 1):
+            raise MalformedLogError(f"{f}: expected \"mean\" and \"sem\" lists of equal length "
+                                    f"(what `jmeta evaluate` writes)")
+        out[split] = rec
+    return out
 
 
 def _read_jsonl(path, check, warnings) -> list[tuple[int, dict]]:
@@ -610,6 +649,7 @@ class _Diagnosis:
         self.check_line_search()
         self.check_adaptation_gain()
         self.check_attribution(drops)
+        self.check_meta_overfitting()
         if self.ret is None:
             self.add("no_return_metric", 0.05, None,
                      "no return was logged (no metric named like \"return\", no per-task returns); "
@@ -1103,6 +1143,43 @@ class _Diagnosis:
                      {"post": post_name, "pre": pre_name, "what": what, "mean_gain": mean,
                       "sem": sem, "n": len(g_t), "k": cfg.gain_k, "percent": pct,
                       "early_gain": float(early.mean()), "negative": bool(hurts)})
+
+    # -- 6b. meta-overfitting: the meta-test curves on the test and ood splits -------------------
+
+    def check_meta_overfitting(self):
+        ev, cfg = self.log.evaluations, self.cfg
+        if "test" not in ev or "ood" not in ev:
+            return
+        ends = {}
+        for split in ("test", "ood"):
+            mean = np.array([np.nan if v is None else v for v in ev[split]["mean"]], float)
+            sem = np.array([np.nan if v is None else v for v in ev[split]["sem"]], float)
+            if not (np.isfinite(mean[-1]) and np.isfinite(sem[-1])):
+                return  # a non-finite end is reported by nothing here: no basis for a gap
+            ends[split] = (float(mean[-1]), float(sem[-1]), float(mean[-1] - mean[0]))
+        (t, t_sem, t_gain), (o, o_sem, o_gain) = ends["test"], ends["ood"]
+        gap, se = t - o, math.hypot(t_sem, o_sem)
+        rel = gap / abs(t) if t != 0 else math.inf
+        z = gap / se if se > 0 else math.inf
+        if not (z > cfg.ood_k and rel > cfg.ood_rel_gap):
+            return
+        x = ev["test"].get("x", "steps")
+        at = (f"after {len(ev['test']['mean']) - 1} adaptation step(s)" if x == "steps" else
+              f"in trial episode {len(ev['test']['mean'])}")
+        its = {s: ev[s].get("iteration") for s in ("test", "ood")}
+        when = ("" if its["test"] == its["ood"] else
+                f" (evaluated at different iterations: test {its['test']}, ood {its['ood']})")
+        self.add("meta_overfitting", 0.55 + 0.15 * min(1.0, rel / cfg.ood_rel_gap - 1.0),
+                 its["test"] if isinstance(its["test"], int) else None,
+                 f"meta-overfitting: {at}, the return on shifted (ood) tasks is {_f(o)} ± "
+                 f"{_f(o_sem)} against {_f(t)} ± {_f(t_sem)} on held-out test tasks, "
+                 f"{100 * rel:.0f} % of |test| lower ({z:.1f} s.e.){when}; adaptation "
+                 f"gained {_f(t_gain)} on test and {_f(o_gain)} on ood; counters: widen the "
+                 f"training task ranges, add observation noise (obs_noise) in meta-training",
+                 {"test_return": t, "test_sem": t_sem, "ood_return": o, "ood_sem": o_sem,
+                  "gap": gap, "relative_gap": rel, "z": z,
+                  "test_gain": t_gain, "ood_gain": o_gain, "iterations": its,
+                  "rel_threshold": cfg.ood_rel_gap, "k": cfg.ood_k})
 
     # -- 7. task-parameter attribution ----------------------------------------------------------
 
