@@ -5,6 +5,8 @@ benchmark.
 
     jmeta train maml-rl --env point-nav --logdir runs/nav [--iterations N] [--set field=value ...]
                         [--task.FIELD VALUE ...] [--config FILE.yaml] [--chunk N] [--seed S]
+                        [--task-groups "NAME=LO:HI;NAME=LO:HI;..." [--replay-ratio R]
+                         [--replay-capacity N] [--replay-buffer reservoir|ring]]
     jmeta evaluate runs/nav [--split test|ood] [--steps K] [--tasks N]
     jmeta doctor runs/nav [--json]
     jmeta envs [NAME]
@@ -31,6 +33,16 @@ an option of the environment (``jmeta envs NAME``). Values are parsed by the fie
     iterations: 200
     config: {inner_lr: 0.1, num_tasks: 20}
     task: {goal_radius: 0.5}
+
+Continual meta-training (:mod:`jmeta.continual`, maml-rl and rl2): ``--task-groups`` is a schedule
+of task groups, one stage each, separated by ``;`` (a group's range overrides by ``,``; names are
+the env's task ranges, ``jmeta envs NAME``), e.g. ``--task-groups
+"goal_radius=0.4:0.5;goal_radius=0.2:0.3;goal_radius=0:0.1"``. ``--iterations`` is then per
+stage (the run trains stages × N iterations; resume with the same N). ``--replay-ratio R``
+(default 0.3; 0 turns replay off) of each iteration's tasks come from a replay buffer of earlier
+stages' tasks (``--replay-capacity``, default 100; ``--replay-buffer``, default reservoir). In
+YAML: ``continual: {task_groups: "...", replay_ratio: 0.3, replay_capacity: 100}``
+(``task_groups`` also as a list of mappings ``{goal_radius: [0.4, 0.5]}``).
 
 Command-line values override the file's. Every mistake a user can type (unknown algorithm, env
 or field, a wrong type, malformed YAML, a missing or foreign run directory, iterations ≤ 0, …)
@@ -107,7 +119,7 @@ def _load_yaml(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UsageError(f"--config {path}: expected a mapping at the top level, "
                          f"got {type(data).__name__}")
-    allowed = {"algo", "env", "iterations", "chunk", "seed", "config", "task"}
+    allowed = {"algo", "env", "iterations", "chunk", "seed", "config", "task", "continual"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise UsageError(f"--config {path}: unknown key {unknown[0]!r}; valid keys: "
@@ -309,12 +321,89 @@ def _spec_from_args(args, extra: Sequence[str], command: str = "train"):
     seed = args.seed if args.seed is not None else configs.coerce(int, data.get("seed", 0), "seed")
     if seed < 0:
         raise UsageError(f"seed: expected an int >= 0, got {seed}")
+    cont = _continual_values(args, data, iterations)
+    if cont is not None and algo not in spec_mod.RL_ALGORITHMS:
+        raise UsageError(f"--task-groups: continual meta-training is for "
+                         f"{' and '.join(spec_mod.RL_ALGORITHMS)}, not {algo}")
     try:
         run_spec = spec_mod.RunSpec(algo=algo, env=env, env_kwargs=task_values,
-                                    algo_config=algo_values, seed=seed)
+                                    algo_config=algo_values, seed=seed, continual=cont)
     except ValueError as err:  # names, fields and values, each named in one line
-        raise UsageError(str(err)) from None
+        message = str(err)
+        if message.startswith("continual: task_groups: "):
+            message = "--task-groups: " + message[len("continual: task_groups: "):]
+        raise UsageError(message) from None
+    if cont is not None:  # --iterations is per stage
+        iterations = run_spec.continual_config().total_iterations
     return run_spec, iterations, chunk, data
+
+
+def _fraction(text: str) -> float:
+    """An argparse ``type`` for a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
+    return value
+
+
+def _continual_values(args, data: dict[str, Any], iterations: int) -> dict[str, Any] | None:
+    """The ``RunSpec.continual`` dict from --task-groups/--replay-* and the YAML ``continual``
+    mapping (``None``: not a continual run). ``iterations`` (per stage) fills
+    ``iterations_per_stage``."""
+    from jmeta import continual
+    from jmeta.training import configs
+
+    section = data.get("continual")
+    if section is not None and not isinstance(section, dict):
+        raise UsageError(f"continual: expected a mapping in the config file, "
+                         f"got {type(section).__name__}")
+    section = dict(section or {})
+    valid = ("task_groups", "replay_ratio", "replay_capacity", "buffer")
+    unknown = [k for k in section if k not in valid]
+    if unknown:
+        raise UsageError(f"continual: unknown key {unknown[0]!r} in the config file; valid: "
+                         f"{', '.join(valid)} (iterations: the top-level key, per stage)")
+    flags = {"replay_ratio": getattr(args, "replay_ratio", None),
+             "replay_capacity": getattr(args, "replay_capacity", None),
+             "buffer": getattr(args, "replay_buffer", None)}
+    groups = getattr(args, "task_groups", None)
+    if groups is None and not section:
+        given = [f"--{k.replace('_', '-')}" if k != "buffer" else "--replay-buffer"
+                 for k, v in flags.items() if v is not None]
+        if given:
+            raise UsageError(f"{given[0]}: needs --task-groups (a continual run)")
+        return None
+    if groups is not None:
+        try:
+            section["task_groups"] = continual.parse_task_groups(groups)
+        except ValueError as err:
+            raise UsageError(f"--task-groups: {err}") from None
+    elif isinstance(section.get("task_groups"), str):
+        try:
+            section["task_groups"] = continual.parse_task_groups(section["task_groups"])
+        except ValueError as err:
+            raise UsageError(f"continual.task_groups: {err}") from None
+    if "task_groups" not in section:
+        raise UsageError("continual: missing task_groups (--task-groups or continual.task_groups "
+                         "in the config file)")
+    for field, tp in (("replay_ratio", float), ("replay_capacity", int), ("buffer", str)):
+        if field in section:
+            section[field] = configs.coerce(tp, section[field], f"continual.{field}")
+    section.update({k: v for k, v in flags.items() if v is not None})
+    ratio = section.get("replay_ratio", 0.3)
+    if not 0.0 <= ratio <= 1.0:
+        raise UsageError(f"continual.replay_ratio: expected a number in [0, 1], got {ratio}")
+    if section.get("replay_capacity", 1) < 1:
+        raise UsageError(f"continual.replay_capacity: expected a positive int, "
+                         f"got {section['replay_capacity']}")
+    if section.get("buffer", "reservoir") not in continual.BUFFER_KINDS:
+        raise UsageError(f"continual.buffer: expected one of "
+                         f"{', '.join(continual.BUFFER_KINDS)}, got {section['buffer']!r}")
+    section["iterations_per_stage"] = iterations
+    return section
 
 
 def cmd_train(args, extra: Sequence[str]) -> int:
@@ -416,6 +505,9 @@ def cmd_trainer(args, extra: Sequence[str]) -> int:
     run_spec, iterations, _, _ = _spec_from_args(args, extra, command="trainer")
     if run_spec.algo not in ("maml-rl", "rl2"):
         raise UsageError(f"trainer: runs maml-rl and rl2, not {run_spec.algo}")
+    if run_spec.continual is not None:
+        raise UsageError("trainer: continual runs (task groups, replay) train in-process only; "
+                         "use jmeta train")
     num_tasks = run_spec.config().num_tasks
     if args.tasks_per_batch is not None and num_tasks % args.tasks_per_batch:
         raise UsageError(f"--tasks-per-batch: {args.tasks_per_batch} does not divide num_tasks "
@@ -686,6 +778,17 @@ def _parser() -> _Parser:
                    help="shard each task batch over N devices (maml-rl, rl2; num_tasks divisible "
                         "by N; on CPU, N host devices sharing the cores; see jmeta.sharding)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--task-groups", default=None, metavar="NAME=LO:HI;...",
+                   help="continual meta-training: task groups in sequence, ';' between groups, "
+                        "',' between a group's ranges, e.g. 'goal_radius=0.4:0.5;goal_radius="
+                        "0:0.1' (maml-rl, rl2); --iterations is then per stage")
+    t.add_argument("--replay-ratio", type=_fraction, default=None, metavar="R",
+                   help="fraction of each iteration's tasks replayed from earlier stages "
+                        "(default 0.3; 0: no replay)")
+    t.add_argument("--replay-capacity", type=_int_at_least(1), default=None, metavar="N",
+                   help="replay buffer slots (default 100)")
+    t.add_argument("--replay-buffer", choices=("reservoir", "ring"), default=None,
+                   help="buffer kind (default reservoir: a uniform sample of all tasks seen)")
 
     e = sub.add_parser("evaluate", help="meta-test a run: return after 0..K adaptation steps")
     e.add_argument("run_dir")

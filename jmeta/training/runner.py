@@ -23,11 +23,19 @@ chunk and resumed (``run`` restores the latest good checkpoint by itself) gives 
 parameters and metrics to the uninterrupted run on CPU. ``metrics.jsonl`` lines after the restored
 iteration are dropped on resume.
 
+Continual runs (a ``RunSpec`` with ``continual``: task groups in sequence with task replay,
+:mod:`jmeta.continual`): the state is a :class:`~jmeta.continual.ContinualState` whose replay
+buffer is checkpointed with it, and the stage is a function of the iteration, so a run stopped
+mid-stage resumes in that stage with that buffer, bit-exactly. One compiled ``train`` serves every
+stage (a chunk may cross a stage boundary). Each ``metrics.jsonl`` line holds the metrics
+``stage`` (0-based), ``replayed_tasks`` and ``buffer_size``; the progress bar shows the stage.
+
 ``RUN_DIR/run.json`` records what the run is (its :class:`~jmeta.training.spec.RunSpec`, or the
 ``config`` given with a bare ``Algorithm``, with the seed and chunk size); a Runner for something
 else refuses the directory. ``RUN_DIR/spec.json`` holds the ``RunSpec`` alone
 (``RunSpec.from_json``). Events (``events.jsonl``): ``start``, ``resume``, ``done``,
-``nonfinite_rollback``, ``abort``, ``checkpoint_fallback``.
+``nonfinite_rollback``, ``abort``, ``checkpoint_fallback``, ``stage`` (continual runs: a stage
+began).
 """
 
 from __future__ import annotations
@@ -310,6 +318,7 @@ class Runner:
                 t0 = self._now()
                 state, metrics = self._chunk(state, end - it)
                 self.record(state, metrics, t0, save=True if end == num_iterations else None)
+                self._stage_events(metrics, it)
                 it = end
                 bar.update(it, self.last_records[-1]["metrics"], self._now())
         finally:
@@ -361,6 +370,10 @@ class Runner:
         self.last_records: list[dict] = []
         if num_iterations is None or start < num_iterations:
             self._check_metric_names(state)
+        if self.devices == 1:
+            # A restored state is committed to its device, a fresh one is not; jit compiles the
+            # two apart. Committing both lets a resumed run reuse the compiled ``train``.
+            state = jax.device_put(state, jax.devices()[0])
         return state
 
     @property
@@ -422,8 +435,27 @@ class Runner:
             self._ckpt.close()
             self._ckpt = None
 
+    def _stage_events(self, metrics: Mapping[str, Any], first: int) -> None:
+        """A ``stage`` event for each stage of a continual run that began in this chunk."""
+        if self.spec is None or self.spec.continual is None or "stage" not in metrics:
+            return
+        per_stage = self.spec.continual["iterations_per_stage"]
+        groups = self.spec.continual["task_groups"]
+        for i in range(len(np.asarray(metrics["stage"]))):
+            j = first + i  # updates done before this one
+            if j % per_stage == 0 and j // per_stage < len(groups):
+                stage = j // per_stage
+                group = ", ".join(f"{k} {lo:g}:{hi:g}" for k, (lo, hi) in groups[stage].items())
+                self._event("stage", f"stage {stage + 1}/{len(groups)} ({group}) from iteration "
+                            f"{j + 1}", iteration=j, stage=stage)
+
     def _describe(self) -> str:
         if self.spec is not None:
+            cont = self.spec.continual_config()
+            if cont is not None:
+                return (f"{self.spec.algo} on {self.spec.env} (continual: {cont.num_stages} task "
+                        f"groups x {cont.iterations_per_stage} iterations, replay ratio "
+                        f"{cont.replay_ratio:g}, {cont.buffer} buffer of {cont.replay_capacity})")
             return f"{self.spec.algo} on {self.spec.env}"
         return "the algorithm"
 
@@ -448,6 +480,8 @@ class Runner:
         picked = [m for m in _KEY_METRICS if m in names][:3]
         if self.best_metric and self.best_metric not in picked:
             picked.insert(0, self.best_metric)
+        if self.spec is not None and self.spec.continual is not None and "stage" in names:
+            picked.insert(0, "stage")
         return picked
 
     def _chunk(self, state, n: int):

@@ -14,6 +14,10 @@ Algorithms (``RunSpec.algo``):
   (``Config.method`` comes from the name) on the supervised task families ``"sinusoid"`` and
   ``"digits"``.
 
+A ``maml-rl``/``rl2`` spec with ``continual`` (the fields of
+:class:`jmeta.continual.ContinualConfig`) meta-trains through a schedule of task groups with task
+replay (:func:`jmeta.continual.make`); its state carries the replay buffer.
+
 >>> spec = RunSpec("maml-rl", "point-nav", env_kwargs={"horizon": 20},
 ...                algo_config={"num_tasks": 4, "outer": "ppo"}, seed=1)
 >>> RunSpec.from_json(spec.to_json()) == spec
@@ -29,6 +33,7 @@ import json
 import math
 from typing import Any, Callable, Mapping, NamedTuple
 
+from jmeta import continual as continual_mod
 from jmeta.algorithms import maml_rl, rl2, supervised
 from jmeta.algorithms.base import Algorithm
 from jmeta.envs import registry
@@ -127,6 +132,12 @@ class RunSpec:
       algo_config: fields of the algorithm's ``Config`` (``maml_rl.Config``, ``rl2.Config`` or
         ``supervised.Config`` without ``method``, which the algo name sets).
       seed: the seed of ``algo.init(jax.random.key(seed))``.
+      continual: ``None`` (default), or for ``maml-rl``/``rl2`` the fields of
+        :class:`jmeta.continual.ContinualConfig` (``task_groups``: a list of dicts of range name
+        -> ``[low, high]``, names of the env's task distribution; ``iterations_per_stage``;
+        ``replay_ratio``; ``replay_capacity``; ``buffer``). Stored complete (defaults filled
+        in), so the run's schedule and replay settings are in ``run.json``. Left out of
+        :meth:`to_dict` when ``None``, so specs without it read as before.
 
     Raises:
       ValueError: an unknown algorithm, environment or field, or an invalid value; one line that
@@ -138,6 +149,7 @@ class RunSpec:
     env_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     algo_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     seed: int = 0
+    continual: Mapping[str, Any] | None = None
 
     def __post_init__(self):
         _check_choice("algo", self.algo, ALGORITHMS)
@@ -179,7 +191,33 @@ class RunSpec:
         fields = [f.name for f in dataclasses.fields(cls) if not (supervised_algo
                                                                   and f.name == "method")]
         _check_fields("algo_config", self.algo_config, fields, f"{self.algo!r}")
-        self.config()  # validates the values
+        config = self.config()  # validates the values
+        if self.continual is not None:
+            self._check_continual(config)
+
+    def _check_continual(self, config: Any) -> None:
+        if self.algo not in RL_ALGORITHMS:
+            raise ValueError(f"continual: task groups and replay are for "
+                             f"{' and '.join(RL_ALGORITHMS)}, not {self.algo}")
+        if not isinstance(self.continual, Mapping):
+            raise ValueError(f"continual: expected a dict of field -> value, "
+                             f"got {self.continual!r}")
+        fields = [f.name for f in dataclasses.fields(continual_mod.ContinualConfig)]
+        _check_fields("continual", self.continual, fields, "continual")
+        cont = _validated(continual_mod.ContinualConfig, dict(self.continual), "continual")
+        try:
+            cont.check_num_tasks(config.num_tasks)
+            _, tasks = registry.make(self.env, **dict(self.env_kwargs))
+            continual_mod.check_task_groups(tasks, cont.task_groups)
+        except ValueError as e:
+            raise ValueError(f"continual: {str(e).splitlines()[0]}") from None
+        object.__setattr__(self, "continual", _tuples(cont.to_dict()))
+
+    def continual_config(self) -> Any:
+        """The :class:`jmeta.continual.ContinualConfig` (``None`` for a plain run)."""
+        if self.continual is None:
+            return None
+        return continual_mod.ContinualConfig(**dict(self.continual))
 
     def config(self) -> Any:
         """The algorithm's frozen ``Config`` (validated)."""
@@ -190,8 +228,11 @@ class RunSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as JSON-able data (tuples become lists)."""
-        return {"algo": self.algo, "env": self.env, "env_kwargs": _lists(dict(self.env_kwargs)),
-                "algo_config": _lists(dict(self.algo_config)), "seed": self.seed}
+        out = {"algo": self.algo, "env": self.env, "env_kwargs": _lists(dict(self.env_kwargs)),
+               "algo_config": _lists(dict(self.algo_config)), "seed": self.seed}
+        if self.continual is not None:
+            out["continual"] = _lists(dict(self.continual))
+        return out
 
     def to_json(self) -> str:
         """The spec as a JSON string (keys sorted, so equal specs give equal strings)."""
@@ -247,7 +288,10 @@ def build(spec: RunSpec, mesh: Any = None) -> tuple[Any, Any, Algorithm]:
     Returns:
       ``(env, tasks, algorithm)``. For ``maml-rl``/``rl2``: the environment, its
       :class:`~jmeta.envs.tasks.TaskDistribution` (``.train``/``.test``/``.ood``) and the
-      ``Algorithm``. For the supervised methods there is no environment: ``(None,``
+      ``Algorithm`` (with ``continual``: :func:`jmeta.continual.make` of it, whose state is a
+      :class:`jmeta.continual.ContinualState`; ``tasks`` is still the env's whole
+      distribution: :func:`jmeta.continual.group_tasks` gives one group's). For the supervised
+      methods there is no environment: ``(None,``
       :class:`SupervisedTasks` ``, algorithm)``.
 
     Raises:
@@ -265,6 +309,11 @@ def build(spec: RunSpec, mesh: Any = None) -> tuple[Any, Any, Algorithm]:
         return None, tasks, supervised.make(config, tasks.train)
     env, tasks = registry.make(spec.env, **dict(spec.env_kwargs))
     module = maml_rl if spec.algo == "maml-rl" else rl2
+    cont = spec.continual_config()
+    if cont is not None:
+        algo = continual_mod.make(lambda t: module.make(config, env, t, mesh=mesh), tasks, cont,
+                                  num_tasks=config.num_tasks)
+        return env, tasks, algo
     return env, tasks, module.make(config, env, tasks, mesh=mesh)
 
 
