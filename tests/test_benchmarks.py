@@ -29,12 +29,17 @@ REQUIRED_KEYS = {
     "mjx_throughput": ["halfcheetah_vel_env_steps_per_s", "halfcheetah_vel_physics_steps_per_s"],
     "maml_rl_mjx": ["cheetah_dir_return_step0", "cheetah_dir_return_step1",
                     "cheetah_vel_sec_per_iter"],
+    "meta_overfitting": ["ood_return_no_noise", "ood_return_noise", "rl2_ood_return_no_noise",
+                         "rl2_ood_return_noise"],
     "distributed": ["batches_per_s_1_sampler", "trainer_idle_fraction_1_sampler",
                     "inprocess_return_step1", "distributed_return_step1",
                     "single_device_sec_per_iter", "sharded_4_devices_sec_per_iter"],
     "cold_start": ["popularity_ctr_6_20", "rl2_ctr_6_20", "maml_ctr_6_20", "oracle_ctr_6_20",
                    "rl2_latency_us_b1", "rl2_latency_us_b1024", "maml_latency_us_b1",
                    "maml_latency_us_b1024"],
+    "load_balancing": ["latency_round_robin", "latency_jsq", "latency_meta_rl_adapted",
+                       "latency_oracle"],
+    "continual": ["forgetting_no_replay", "forgetting_replay"],
 }
 
 

@@ -11,7 +11,8 @@ from jmeta.envs.point_nav import PointNavParams, sample_square_annulus
 from jmeta.envs.bandit import BanditParams
 from jmeta.envs.tabular_mdp import TabularMDPParams
 
-ALL_ENVS = ["bandit", "cold-start-rec", "memory-cue", "point-nav", "tabular-mdp"]
+ALL_ENVS = ["bandit", "cold-start-rec", "load-balancing", "memory-cue", "point-nav",
+            "tabular-mdp"]
 # MJX tasks have their own test files (tests/test_mjx*.py): compiling MuJoCo physics is too slow
 # to run every generic test below on each of them.
 MJX_ENVS = ["ant-dir", "ant-dir-2d", "ant-goal", "ant-vel", "halfcheetah-dir", "halfcheetah-vel",

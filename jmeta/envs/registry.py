@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import importlib
 
-from jmeta.envs import bandit, cold_start_rec, memory_cue, point_nav, tabular_mdp
+from jmeta.envs import bandit, cold_start_rec, load_balancing, memory_cue, point_nav, tabular_mdp
 from jmeta.envs.mjx import config as mjx_config
 from jmeta.envs.base import Environment
 from jmeta.envs.tasks import TaskDistribution
@@ -106,6 +106,7 @@ register("tabular-mdp", tabular_mdp.TabularMDPConfig, tabular_mdp.build)
 register("point-nav", point_nav.PointNavConfig, point_nav.build)
 register("cold-start-rec", cold_start_rec.ColdStartConfig, cold_start_rec.build)
 register("memory-cue", memory_cue.MemoryCueConfig, memory_cue.build)
+register("load-balancing", load_balancing.LoadBalancingConfig, load_balancing.build)
 
 
 def _lazy(module: str, builder: str) -> Builder:
