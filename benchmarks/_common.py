@@ -45,6 +45,14 @@ def write_json(path: str | os.PathLike, headline: dict[str, float], config: dict
     return out
 
 
+def pick(quick: bool, value: Any, quick_default: Any, full_default: Any) -> Any:
+    """A command-line ``value`` when one was given (not ``None``), else the ``--quick`` or the
+    full protocol's default."""
+    if value is not None:
+        return value
+    return quick_default if quick else full_default
+
+
 def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> None:
     """``tight_layout``, then writes ``fig`` to ``path`` (creating its folder) and closes it."""
     import matplotlib.pyplot as plt

@@ -159,14 +159,11 @@ def main(argv=None) -> dict:
 
     q = args.quick
 
-    def pick(value, quick, full):
-        return (quick if q else full) if value is None else value
-
-    rl2_iters = pick(args.rl2_iterations, 20, 3000)
-    maml_iters = pick(args.maml_iterations, 0, 1000)
-    n_test = pick(args.test_users, 64, 1000)
-    n_pop = pick(args.popularity_users, 1000, 10000)
-    repeats = pick(args.latency_repeats, 5, 30)
+    rl2_iters = _common.pick(q, args.rl2_iterations, 20, 3000)
+    maml_iters = _common.pick(q, args.maml_iterations, 0, 1000)
+    n_test = _common.pick(q, args.test_users, 64, 1000)
+    n_pop = _common.pick(q, args.popularity_users, 1000, 10000)
+    repeats = _common.pick(q, args.latency_repeats, 5, 30)
     chunk_rl2 = max(rl2_iters, 1) if q else args.chunk
     chunk_maml = max(maml_iters, 1) if q else args.chunk
     for name, v in (("--rl2-iterations", rl2_iters), ("--maml-iterations", maml_iters)):

@@ -108,13 +108,10 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     q = args.quick
 
-    def pick(value, quick, full):
-        return (quick if q else full) if value is None else value
-
-    maml_iters = pick(args.maml_iterations, 1, 1000)
-    rl2_iters = pick(args.rl2_iterations, 3, 3000)
-    n_test = pick(args.test_tasks, 16, 200)
-    horizon = pick(args.horizon, 20, 50)
+    maml_iters = _common.pick(q, args.maml_iterations, 1, 1000)
+    rl2_iters = _common.pick(q, args.rl2_iterations, 3, 3000)
+    n_test = _common.pick(q, args.test_tasks, 16, 200)
+    horizon = _common.pick(q, args.horizon, 20, 50)
     k_eps = args.episodes
     for name, v in (("--maml-iterations", maml_iters), ("--rl2-iterations", rl2_iters)):
         if v < 0:
