@@ -1,4 +1,4 @@
-"""Continual meta-learning with task replay: MAML-RL on point-nav through 3 task groups in sequence.
+"""Continual meta-learning with task replay: MAML-RL or RL² on point-nav through 3 task groups.
 
 Protocol (every number below is written into the JSON's ``"config"``):
 
@@ -17,7 +17,12 @@ Protocol (every number below is written into the JSON's ``"config"``):
 * After each stage, the meta-test protocol on every group: ``eval_tasks`` held-out test tasks
   of the group (the same tasks and keys after every stage and in both arms), one VPG adaptation
   step on ``eval_episodes`` trajectories (step ``inner_lr``), then the mean return of the adapted
-  policy. ``R[g, s]`` = that return on group g after stage s, averaged over seeds.
+  policy; with ``--algo rl2``, the return in the last episode of a trial of ``trial_episodes``
+  episodes (the hidden state adapts). ``R[g, s]`` = that return on group g after stage s,
+  averaged over seeds.
+* ``--algo maml`` (default): MAML-TRPO, 20 tasks × 10 trajectories per iteration, 32×32 policy,
+  80 iterations per stage. ``--algo rl2``: a GRU-64 actor-critic, PPO over trials of 2 episodes,
+  32 trials per iteration, 150 iterations per stage (RL² needs more, cheaper iterations).
 * Forgetting (of group A): ``F = R[A, A] − R[A, C]``, the drop of A's post-adaptation return from
   right after training on A to after training on B and C (returns are negative distances, so a
   positive F is a loss). ``forgetting_no_replay`` and ``forgetting_replay`` are F of each arm
@@ -28,7 +33,8 @@ Protocol (every number below is written into the JSON's ``"config"``):
 The script prints the table of ``R`` and writes ``benchmarks/results/continual.json`` and a PNG
 of the return on each group after each stage.
 
-    python benchmarks/continual.py [--quick] [--out PATH.json] [--iterations N] [--seeds S]
+    python benchmarks/continual.py [--quick] [--out PATH.json] [--algo maml|rl2] [--iterations N]
+        [--seeds S] [--replay-ratio R]
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ import _common  # noqa: E402
 
 import jmeta  # noqa: E402
 from jmeta import continual  # noqa: E402
-from jmeta.algorithms import maml_rl  # noqa: E402
+from jmeta.algorithms import maml_rl, rl2  # noqa: E402
 
 GROUPS = "goal_radius=0.4:0.5;goal_radius=0.2:0.3;goal_radius=0:0.1"
 NAMES = ("A", "B", "C")
@@ -55,25 +61,49 @@ ARMS = ("no_replay", "replay")
 
 
 def settings(args) -> dict:
-    full = dict(horizon=20, iterations=80, seeds=5, num_tasks=20, num_episodes=10,
-                hidden_sizes=(32, 32), eval_tasks=40, eval_episodes=20)
-    quick = dict(horizon=10, iterations=10, seeds=1, num_tasks=10, num_episodes=5,
-                 hidden_sizes=(16,), eval_tasks=10, eval_episodes=5)
+    if args.algo == "maml":
+        full = dict(horizon=20, iterations=80, seeds=5, num_tasks=20, num_episodes=10,
+                    hidden_sizes=(32, 32), eval_tasks=40, eval_episodes=20)
+        quick = dict(horizon=10, iterations=10, seeds=1, num_tasks=10, num_episodes=5,
+                     hidden_sizes=(16,), eval_tasks=10, eval_episodes=5)
+    else:
+        full = dict(horizon=20, iterations=150, seeds=5, num_tasks=32, trial_episodes=2,
+                    hidden_size=64, eval_tasks=40)
+        quick = dict(horizon=10, iterations=5, seeds=1, num_tasks=10, trial_episodes=2,
+                     hidden_size=8, eval_tasks=10)
     s = quick if args.quick else full
+    s["algo"] = args.algo
     if args.iterations is not None:
         s["iterations"] = args.iterations
     if args.seeds is not None:
         s["seeds"] = args.seeds
     s.update(groups=args.groups, replay_ratio=args.replay_ratio,
-             replay_capacity=args.replay_capacity, inner_lr=args.inner_lr, outer="trpo",
-             rescale_actions=True, eval_steps=1)
+             replay_capacity=args.replay_capacity, rescale_actions=True)
+    if args.algo == "maml":
+        s.update(inner_lr=args.inner_lr, outer="trpo", eval_steps=1)
     return s
+
+
+def algo_config(s: dict):
+    """The algorithm's ``Config`` and ``make`` for ``s["algo"]``."""
+    if s["algo"] == "maml":
+        return maml_rl.Config(num_tasks=s["num_tasks"], num_episodes=s["num_episodes"],
+                              hidden_sizes=s["hidden_sizes"], inner_lr=s["inner_lr"],
+                              outer=s["outer"], eval_steps=s["eval_steps"],
+                              eval_episodes=s["eval_episodes"]), maml_rl.make
+    # as benchmarks/rl2_nav.py (GRU, PPO over whole trials; rewards scaled to ~unit returns)
+    return rl2.Config(num_tasks=s["num_tasks"], trial_episodes=s["trial_episodes"], cell="gru",
+                      hidden_size=s["hidden_size"], num_minibatches=4 if s["num_tasks"] >= 16
+                      else 2, num_epochs=4, learning_rate=1e-3, gamma=0.99, gae_lambda=0.95,
+                      ent_coef=0.0, max_grad_norm=0.5, reward_scale=0.1), rl2.make
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", default="benchmarks/results/continual.json")
+    ap.add_argument("--out", default=None,
+                    help="default benchmarks/results/continual.json (rl2: continual_rl2.json)")
+    ap.add_argument("--algo", choices=("maml", "rl2"), default="maml")
     ap.add_argument("--iterations", type=int, default=None, help="meta-iterations per stage")
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--groups", default=GROUPS, help="task groups (jmeta.continual syntax)")
@@ -81,6 +111,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--replay-capacity", type=int, default=100)
     ap.add_argument("--inner-lr", type=float, default=0.5)
     args = ap.parse_args(argv)
+    args.out = args.out or ("benchmarks/results/continual.json" if args.algo == "maml" else
+                            "benchmarks/results/continual_rl2.json")
     s = settings(args)
     t_start = time.perf_counter()
 
@@ -90,11 +122,8 @@ def main(argv=None) -> dict:
     num_groups = len(groups)
     names = NAMES[:num_groups] if num_groups <= len(NAMES) else tuple(
         f"G{g}" for g in range(num_groups))
-    cfg = maml_rl.Config(num_tasks=s["num_tasks"], num_episodes=s["num_episodes"],
-                         hidden_sizes=s["hidden_sizes"], inner_lr=s["inner_lr"],
-                         outer=s["outer"], eval_steps=s["eval_steps"],
-                         eval_episodes=s["eval_episodes"])
-    base = maml_rl.make(cfg, env, tasks)
+    cfg, make = algo_config(s)
+    base = make(cfg, env, tasks)
 
     # the held-out test tasks of every group, fixed for all stages, arms and seeds: [G * n]
     n_eval = s["eval_tasks"]
@@ -105,7 +134,8 @@ def main(argv=None) -> dict:
 
     @jax.jit
     def eval_groups(train_state):
-        """Mean return after one adaptation step on each group's test tasks: [G]."""
+        """Mean return after one adaptation step (RL²: in the trial's last episode) on each
+        group's test tasks: [G]."""
         res = jax.vmap(base.adapt, in_axes=(None, 0, 0))(train_state, test, eval_keys)
         return jnp.mean(res.returns[:, -1].reshape(num_groups, n_eval), axis=1)
 
@@ -117,7 +147,7 @@ def main(argv=None) -> dict:
         ccfg = continual.ContinualConfig(groups, iterations_per_stage=s["iterations"],
                                          replay_ratio=ratio,
                                          replay_capacity=s["replay_capacity"])
-        algo = continual.make(lambda t: maml_rl.make(cfg, env, t), tasks, ccfg,
+        algo = continual.make(lambda t: make(cfg, env, t), tasks, ccfg,
                               num_tasks=cfg.num_tasks)
         train = jax.jit(algo.train, static_argnames="num_iterations")
         t0 = time.perf_counter()
@@ -150,7 +180,7 @@ def main(argv=None) -> dict:
     if not np.isfinite(headline["forgetting_reduction"]):
         headline.pop("forgetting_reduction")
 
-    config = {**s, "hidden_sizes": list(s["hidden_sizes"]), "group_names": list(names),
+    config = {**s, "group_names": list(names),
               "replay_count": continual.replay_count(s["replay_ratio"], s["num_tasks"]),
               "buffer": "reservoir", "forgetting": "R[A, A] - R[A, last stage], mean over seeds",
               "command": " ".join(["python benchmarks/continual.py", *(argv if argv is not None
@@ -165,8 +195,10 @@ def main(argv=None) -> dict:
     out = _common.write_json(args.out, headline, config, **detail)
     plot(R, names, Path(args.out).with_suffix(".png"))
 
-    print(f"\nMAML-RL on point-nav, {num_groups} task groups x {s['iterations']} iterations, "
-          f"{s['seeds']} seed(s): return after 1 adaptation step (mean over seeds)")
+    what = ("MAML-RL", "return after 1 adaptation step") if s["algo"] == "maml" else (
+        "RL²", "return in the trial's last episode")
+    print(f"\n{what[0]} on point-nav, {num_groups} task groups x {s['iterations']} iterations, "
+          f"{s['seeds']} seed(s): {what[1]} (mean over seeds)")
     header = ["arm", "group"] + [f"after {n}" for n in names]
     rows = [[arm, f"{names[g]} ({continual.format_task_groups([groups[g]])})"]
             + [f"{R[arm][:, g, st].mean():.2f}" for st in range(num_groups)]
@@ -197,7 +229,7 @@ def plot(R, names, path):
             ax.errorbar(range(num_groups), mean, yerr=sd, fmt=style, capsize=3, label=arm)
         ax.set_xticks(range(num_groups), [f"after {n}" for n in names])
         ax.set_title(f"return on group {names[g]}")
-    np.atleast_1d(axes)[0].set_ylabel("return after 1 adaptation step")
+    np.atleast_1d(axes)[0].set_ylabel("return after adaptation")
     np.atleast_1d(axes)[0].legend(fontsize=7)
     _common.save_figure(fig, path)
 
