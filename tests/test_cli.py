@@ -284,3 +284,33 @@ def test_a_run_that_aborts_on_non_finite_values_exits_1_without_traceback(tmp_pa
     assert err.strip().splitlines()[-1].startswith("jmeta: error: aborted: non-finite values")
     assert "rolled back to iteration 0, retry 1/2" in err
     assert "Traceback" not in err + out
+
+
+def test_doctor_flags_meta_overfitting_from_real_evaluations(tmp_path, capsys):
+    """Meta-train on goals within 0.1 of the origin, meta-test with `jmeta evaluate` on held-out
+    goals of that box and on the ood split (goals at L∞ radius 0.5–1.0): `jmeta doctor` must
+    report meta_overfitting. The control run, whose ood split is the training box itself, must
+    not get it."""
+    def train_and_evaluate(name, ood):
+        run_dir = tmp_path / name
+        code, _, err = run_cli(["train", "maml-rl", "--env", "point-nav", "--logdir",
+                                str(run_dir), "--iterations", "6", "--set", "num_tasks=4",
+                                "--set", "num_episodes=4", "--set", "hidden_sizes=16",
+                                "--set", "inner_lr=0.5", "--task.horizon", "10",
+                                "--task.goal_radius", "0.1", "--task.ood_goal_radius", ood,
+                                "--no-progress"], capsys)
+        assert code == 0, err
+        for split in ("test", "ood"):
+            code, _, err = run_cli(["evaluate", str(run_dir), "--split", split, "--steps", "1",
+                                    "--tasks", "20"], capsys)
+            assert code == 0, err
+        code, out, err = run_cli(["doctor", str(run_dir), "--json"], capsys)
+        assert code == 0, err
+        return [f for f in json.loads(out) if f["kind"] == "meta_overfitting"]
+
+    found = train_and_evaluate("narrow", "0.5:1.0")
+    assert len(found) == 1, found
+    ev = found[0]["evidence"]
+    assert ev["relative_gap"] > 0.5 and ev["z"] > 3 and ev["ood_return"] < ev["test_return"]
+    assert found[0]["message"].startswith("meta-overfitting: after 1 adaptation step(s)")
+    assert train_and_evaluate("control", "0:0.1") == []
