@@ -53,6 +53,31 @@ def pick(quick: bool, value: Any, quick_default: Any, full_default: Any) -> Any:
     return quick_default if quick else full_default
 
 
+class Phases:
+    """Wall time of a script's phases: ``phase = Phases(log)``, then ``phase("training")`` at the
+    end of each phase logs and records the seconds since the previous one (or the start).
+
+    Attributes:
+      start: ``time.perf_counter()`` at construction.
+      seconds: phase name -> seconds, in order.
+    """
+
+    def __init__(self, log: Callable[[str], None]):
+        self.log = log
+        self.start = self._last = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = now - self._last
+        self._last = now
+        self.log(f"[{now - self.start:6.1f} s] {name} done ({self.seconds[name]:.1f} s)")
+
+    def wall(self) -> float:
+        """Seconds since the start."""
+        return time.perf_counter() - self.start
+
+
 def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> None:
     """``tight_layout``, then writes ``fig`` to ``path`` (creating its folder) and closes it."""
     import matplotlib.pyplot as plt

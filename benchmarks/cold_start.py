@@ -177,14 +177,7 @@ def main(argv=None) -> dict:
         ap.error(f"--maml-inner-lr must be > 0, got {args.maml_inner_lr}")
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     ckpt_dir = Path(args.ckpt_dir) / ("quick" if q else "full")
-    t_start = time.perf_counter()
-    phases, clock = {}, [t_start]
-
-    def phase(name: str) -> None:
-        now = time.perf_counter()
-        phases[name] = now - clock[0]
-        clock[0] = now
-        log(f"[{now - t_start:6.1f} s] {name} done ({phases[name]:.1f} s)")
+    phase = _common.Phases(log)
 
     env, tasks = jmeta.make("cold-start-rec")
     horizon = task_horizon(tasks)
@@ -374,7 +367,7 @@ def main(argv=None) -> dict:
                             "item of the adapted policy))"},
         "quick": q,
     }
-    wall = time.perf_counter() - t_start
+    wall = phase.wall()
     _common.write_json(
         args.out, headline, config, methods=results, latency=lat,
         popularity={"item": int(popularity.argmax()), "scores": popularity.tolist()},
@@ -382,7 +375,7 @@ def main(argv=None) -> dict:
                 "rl2_latency_fn_logprob_max_err": rl2_check},
         training={"rl2_s": float(sum(h["seconds"] for h in hist_rl2)),
                   "maml_s": float(sum(h["seconds"] for h in hist_maml))},
-        learning_curves={"rl2": hist_rl2, "maml": hist_maml}, wall_s=wall, phases_s=phases)
+        learning_curves={"rl2": hist_rl2, "maml": hist_maml}, wall_s=wall, phases_s=phase.seconds)
     plot(results, hist_rl2, hist_maml, horizon, Path(args.out).with_suffix(".png"))
 
     print(f"\ncold-start recommendation, {n_test} test users, support = interactions 1-{SUPPORT}")

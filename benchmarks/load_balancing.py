@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -122,14 +121,7 @@ def main(argv=None) -> dict:
             ap.error(f"{name} must be >= 1, got {v}")
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     ckpt_dir = Path(args.ckpt_dir) / ("quick" if q else "full")
-    t_start = time.perf_counter()
-    phases, clock = {}, [t_start]
-
-    def phase(name: str) -> None:
-        now = time.perf_counter()
-        phases[name] = now - clock[0]
-        clock[0] = now
-        log(f"[{now - t_start:6.1f} s] {name} done ({phases[name]:.1f} s)")
+    phase = _common.Phases(log)
 
     env, tasks = jmeta.make("load-balancing", num_servers=NUM_SERVERS, horizon=horizon)
     trial_env = TrialWrapper(env, k_eps)
@@ -265,7 +257,7 @@ def main(argv=None) -> dict:
         "rl2": {**fields(cfg_rl2), "iterations": rl2_iters},
         "quick": q,
     }
-    wall = time.perf_counter() - t_start
+    wall = phase.wall()
     _common.write_json(
         args.out, headline, config, meta_rl_adapted_source=best, methods=results,
         checks={"baselines_same_job_stream_max_abs_diff": same_stream,
@@ -274,7 +266,7 @@ def main(argv=None) -> dict:
         learning_curves={"maml": hist_maml, "rl2": hist_rl2},
         training={"maml_s": float(sum(h["seconds"] for h in hist_maml)),
                   "rl2_s": float(sum(h["seconds"] for h in hist_rl2))},
-        wall_s=wall, phases_s=phases)
+        wall_s=wall, phases_s=phase.seconds)
     plot(results, hist_maml, hist_rl2, horizon, k_eps, Path(args.out).with_suffix(".png"))
 
     print(f"\nload balancing, {NUM_SERVERS} servers, {n_test} pools, trial of {k_eps} × "
