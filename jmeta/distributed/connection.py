@@ -105,6 +105,22 @@ class NatsOptions:
         return ctx
 
 
+_HANDSHAKE_RESETS = 3  # connection resets during the handshake retried before giving up
+
+
+def _is_reset(error: BaseException) -> bool:
+    return isinstance(error, ConnectionResetError) or "Connection reset" in str(error)
+
+
+def _reason(error: BaseException | None, reported: list[BaseException]) -> BaseException | None:
+    """The server's own reason (an authorization error reported through ``error_cb``) when it
+    arrived, else ``error``."""
+    for e in reversed(reported):
+        if "authorization" in str(e).lower():
+            return e
+    return error
+
+
 def _describe(error: BaseException | None) -> str:
     if error is None:
         return "no answer"
@@ -127,7 +143,9 @@ async def connect(options: NatsOptions, *, name: str = "jmeta", reconnect: bool 
 
     Raises:
       ConnectError: no connection within ``options.connect_timeout`` or the server refused
-        the client; the message names the URL and the cause.
+        the client; the message names the URL and the cause. A connection reset during the
+        handshake (a refusing server's close can overtake its reason) is retried up to 3 times
+        within the timeout, so the reason (e.g. an authorization violation) is what is reported.
     """
     import nats  # the optional `distributed` extra
 
@@ -152,21 +170,31 @@ async def connect(options: NatsOptions, *, name: str = "jmeta", reconnect: bool 
     tls = options.ssl_context()
     if tls is not None:
         kwargs.update(tls=tls)
-    task = asyncio.ensure_future(nats.connect(**kwargs))
-    try:
-        done, _ = await asyncio.wait({task}, timeout=options.connect_timeout)
-    except BaseException:
-        task.cancel()
-        raise
-    if not done:
-        task.cancel()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + options.connect_timeout
+    for attempt in range(_HANDSHAKE_RESETS + 1):
+        errors.clear()
+        task = asyncio.ensure_future(nats.connect(**kwargs))
         try:
-            await task
-        except BaseException:  # noqa: BLE001 - the cancellation itself
-            pass
-        raise ConnectError(f"cannot connect to {options.url}: "
-                           f"{_describe(errors[-1] if errors else None)}")
-    error = task.exception()
-    if error is not None:
-        raise ConnectError(f"cannot connect to {options.url}: {_describe(error)}")
-    return task.result()
+            done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
+        except BaseException:
+            task.cancel()
+            raise
+        if not done:
+            task.cancel()
+            try:
+                await task
+            except BaseException:  # noqa: BLE001 - the cancellation itself
+                pass
+            raise ConnectError(f"cannot connect to {options.url}: "
+                               f"{_describe(_reason(errors[-1] if errors else None, errors))}")
+        error = task.exception()
+        if error is None:
+            return task.result()
+        error = _reason(error, errors)
+        # A server refusing the client sends its reason (-ERR) and closes; when the close wins
+        # the race, the client sees only a reset. Asking again shows the reason.
+        if not _is_reset(error) or attempt == _HANDSHAKE_RESETS or loop.time() >= deadline:
+            break
+        await asyncio.sleep(0.1)
+    raise ConnectError(f"cannot connect to {options.url}: {_describe(error)}")
