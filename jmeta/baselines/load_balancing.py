@@ -45,7 +45,7 @@ import jax.numpy as jnp
 
 from jmeta.envs.base import Environment
 from jmeta.envs.load_balancing import LoadBalancingParams
-from jmeta.envs.tasks import check_positive_int
+from jmeta.envs.tasks import check_positive_int, unwrap_params
 from jmeta.rollout import rollout
 from jmeta.types import Policy, Trajectory
 
@@ -93,9 +93,7 @@ def _check_env(fn: str, env: Any) -> Environment:
 
 def _pool(fn: str, task: Any) -> LoadBalancingParams:
     """The ``LoadBalancingParams`` inside ``task`` (looking through wrapper ``env_params``)."""
-    params = task
-    while params is not None and not isinstance(params, LoadBalancingParams):
-        params = getattr(params, "env_params", None)
+    params = unwrap_params(task, LoadBalancingParams)
     if params is None:
         raise ValueError(f"{fn}: expected load-balancing pools (LoadBalancingParams), got "
                          f"{type(task).__name__}")

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 
 from jmeta.envs.base import Environment
 from jmeta.envs.cold_start_rec import ColdStartParams
-from jmeta.envs.tasks import check_positive_int
+from jmeta.envs.tasks import check_positive_int, unwrap_params
 from jmeta.rollout import rollout
 
 __all__ = [
@@ -78,9 +78,7 @@ def _check_env(fn: str, env: Any) -> Environment:
 
 def _user_params(fn: str, task: Any) -> ColdStartParams:
     """The ``ColdStartParams`` inside ``task`` (looking through wrapper params' ``env_params``)."""
-    params = task
-    while params is not None and not isinstance(params, ColdStartParams):
-        params = getattr(params, "env_params", None)
+    params = unwrap_params(task, ColdStartParams)
     if params is None:
         raise ValueError(f"{fn}: expected cold-start-rec users (ColdStartParams), got "
                          f"{type(task).__name__}")

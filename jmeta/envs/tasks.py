@@ -159,6 +159,14 @@ class TaskDistribution:
         return self.with_split("ood")
 
 
+def unwrap_params(params: Any, cls: type) -> Any:
+    """The ``cls`` instance inside ``params``, looking through wrapper params' ``env_params``
+    (observation noise, ...); ``None`` when there is none."""
+    while params is not None and not isinstance(params, cls):
+        params = getattr(params, "env_params", None)
+    return params
+
+
 def task_horizon(tasks: TaskDistribution, option: str = "num_steps") -> int:
     """The static episode length (``horizon``) of ``tasks``' params, looking through wrapper
     params (``env_params``) such as observation noise.
