@@ -4,7 +4,9 @@ the warehouse robot; the speed of a whole meta-iteration at the pytorch-maml-rl 
 Learning. For each task suite, MAML-TRPO (second order, one inner VPG step, linear feature
 baseline, GAE λ = 1, γ = 0.99, normalised advantages, max-KL 0.01, 64×64 tanh Gaussian policy,
 inner step α = 0.1 as pytorch-maml-rl's HalfCheetah configs) is meta-trained for
-``--iterations`` meta-iterations at a CPU-sized protocol (``--num-tasks`` tasks × ``--episodes``
+``--iterations`` meta-iterations (``--outer promp`` swaps the TRPO outer loop for ProMP's: the
+LVC inner objective and PPO's clipped outer objective, 5 Adam steps of 1e-3 per iteration, as
+Rothfuss et al. 2019) at a CPU-sized protocol (``--num-tasks`` tasks × ``--episodes``
 trajectories × H = ``--horizon``; the paper used 40 × 20 × H = 200 for 500+ iterations), then
 evaluated with the paper's meta-test protocol on 40 fresh test tasks: 3 VPG steps, each on
 ``--eval-episodes`` new trajectories, step α then α/2, at the training horizon and, for the
@@ -21,7 +23,8 @@ reference is ~11 s per iteration for a PyTorch implementation on C MuJoCo with 2
 processes on this machine (not rerun here).
 
     python benchmarks/maml_rl_mjx.py [--quick] [--out PATH.json] [--suites vel,dir,warehouse]
-        [--iterations vel=300,dir=200,warehouse=150] [--resume] [--skip-speed]
+        [--iterations vel=300,dir=200,warehouse=150] [--outer trpo|promp|ppo] [--resume]
+        [--skip-speed]
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -72,11 +76,30 @@ def mesh_for(num_tasks: int) -> Mesh | None:
     return Mesh(jax.devices()[:devices], ("tasks",))
 
 
+CHEETAH_SOLVER = (4, 8)
+"""Newton iterations / line-search iterations of the HalfCheetah suites' training and evaluation.
+
+The MJX default (1 / 4, ``MJXConfig``) is 3.2x faster here but changes what is learnable: in a
+probe of single-task TRPO (target velocity 2 m/s, 20 x 10 episodes x H = 100 per iteration,
+MAML-RL's TRPO), C MuJoCo on the same MJCF went from -212 to -173 in 100 iterations with the
+MJCF's solver (4 / 50), -176 with 4 / 8, -186 with 2 / 4 and -196 with 1 / 4, where episodes also
+blew up (returns of -2,800 and -6,800); MJX at 1 / 4 reached -197 (benchmarks/RESULTS.md)."""
+
+
+def env_options(suite: str, args) -> dict:
+    """``jmeta.make`` options of a suite: the horizon, and the solver caps for HalfCheetah."""
+    options = {"horizon": args.horizon}
+    if suite in ("vel", "dir") and args.cheetah_solver != "env":
+        iterations, ls_iterations = (int(x) for x in args.cheetah_solver.split("/"))
+        options.update(iterations=iterations, ls_iterations=ls_iterations)
+    return options
+
+
 def suite_config(args) -> maml_rl.Config:
     return maml_rl.Config(
         num_tasks=args.num_tasks, num_episodes=args.episodes, inner_lr=args.inner_lr,
         first_order=args.first_order, max_kl=args.max_kl,
-        hidden_sizes=(64, 64), activation="tanh", outer="trpo", eval_steps=3,
+        hidden_sizes=(64, 64), activation="tanh", outer=args.outer, eval_steps=3,
         eval_episodes=args.eval_episodes)
 
 
@@ -124,7 +147,7 @@ def evaluate(algo, state, tasks, num_tasks: int, key: int = 123):
 def run_suite(suite: str, args, iterations: int, log) -> dict:
     name = ENV_NAMES[suite]
     config = suite_config(args)
-    env, tasks = jmeta.make(name, horizon=args.horizon)
+    env, tasks = jmeta.make(name, **env_options(suite, args))
     algo = maml_rl.make(config, env, tasks, mesh=mesh_for(config.num_tasks))
 
     def record(metrics, i):
@@ -154,7 +177,8 @@ def run_suite(suite: str, args, iterations: int, log) -> dict:
         out["friction_bins"] = bins
         ood_ev, out["eval_ood"] = evaluate(algo, state, tasks.ood, num_test)
     if args.paper_horizon and args.paper_horizon != args.horizon and suite in PAPER:
-        env_h, tasks_h = jmeta.make(name, horizon=args.paper_horizon)
+        env_h, tasks_h = jmeta.make(name, **{**env_options(suite, args),
+                                             "horizon": args.paper_horizon})
         algo_h = maml_rl.make(config, env_h, tasks_h, mesh=mesh_for(config.num_tasks))
         _, out[f"eval_h{args.paper_horizon}"] = evaluate(algo_h, state, tasks_h.test,
                                                         args.test_tasks)
@@ -241,6 +265,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--first-order", action="store_true",
                     help="FOMAML-TRPO (first-order meta-gradient) instead of second order")
     ap.add_argument("--max-kl", type=float, default=1e-2, help="TRPO trust region (0.01)")
+    ap.add_argument("--outer", choices=maml_rl.OUTER_LOOPS, default="trpo",
+                    help="outer loop: trpo (MAML-TRPO, default), promp (ProMP: LVC inner "
+                         "objective, clipped outer objective with 5 Adam steps, ProMP's "
+                         "defaults) or ppo")
+    ap.add_argument("--cheetah-solver", default="/".join(map(str, CHEETAH_SOLVER)),
+                    help="ITERATIONS/LS_ITERATIONS of the HalfCheetah suites' MJX solver "
+                         "(default %(default)s, see CHEETAH_SOLVER), or 'env' for the env default "
+                         "(1/4); the speed measurement always uses the env default")
     ap.add_argument("--chunk", type=int, default=10)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
@@ -249,6 +281,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--devices", type=int, default=1,
                     help="host devices to shard the task batch over (see mesh_for)")
     args = ap.parse_args(argv)
+    if args.cheetah_solver != "env" and not re.fullmatch(r"[1-9]\d*/[1-9]\d*",
+                                                         args.cheetah_solver):
+        ap.error(f"--cheetah-solver: expected ITERATIONS/LS_ITERATIONS (e.g. 4/8) or 'env', "
+                 f"got {args.cheetah_solver!r}")
     global DEVICES
     DEVICES = args.devices
     q = args.quick
@@ -293,7 +329,9 @@ def main(argv=None) -> dict:
               "horizon": args.horizon, "paper_horizon": args.paper_horizon,
               "maml": dataclasses.asdict(suite_config(args)), "test_tasks": args.test_tasks,
               "eval_lr": f"alpha={args.inner_lr} then alpha/2", "quick": q,
-              "solver": "MJXConfig default (newton, iterations=1, ls_iterations=4)",
+              "solver": {"halfcheetah": args.cheetah_solver,
+                         "warehouse": "its config's default (newton 6/6, elliptic cones)",
+                         "speed": "MJXConfig default (newton, iterations=1, ls_iterations=4)"},
               "devices": args.devices}
     _common.write_json(args.out, headline, config, results=results, speed=speed_result,
                        paper=PAPER)

@@ -40,6 +40,8 @@ REQUIRED_KEYS = {
     "load_balancing": ["latency_round_robin", "latency_jsq", "latency_meta_rl_adapted",
                        "latency_oracle"],
     "continual": ["forgetting_no_replay", "forgetting_replay"],
+    "cheetah_solver": ["c_mujoco_4_8_final_return", "c_mujoco_4_8_blown_up_episodes",
+                       "mjx_1_4_final_return"],
 }
 
 
