@@ -23,7 +23,10 @@ recomputed: jmeta's models drive their joints with motors and velocity servos, n
 Solver settings. ``solver``, ``iterations`` and ``ls_iterations`` override the MJCF's. On CPU the
 constraint solver dominates an MJX step; capping it at ``iterations=1, ls_iterations=4`` is an
 order of magnitude faster than the MJCF defaults at batch ≥ 64, at a measured loss of accuracy
-(``benchmarks/mjx_throughput.py`` reports both; ``benchmarks/RESULTS.md``).
+(``benchmarks/mjx_throughput.py`` reports both; ``benchmarks/RESULTS.md``). The loss matters for
+learning. On HalfCheetah, single-task TRPO learns about half as fast at 1 / 4 as at the MJCF's
+4 / 50, and C MuJoCo at 1 / 4 blows up. 4 / 8 learns like 4 / 50
+(``benchmarks/cheetah_solver.py``).
 
 Divergence. The simulation occasionally blows up (seen with the default capped solver in MAML-TRPO
 on halfcheetah-dir: one post-adaptation episode in 200 reached velocities of 2·10⁶, then NaN;

@@ -34,7 +34,11 @@ class MJXConfig:
       horizon: episode length in env steps.
       frame_skip: physics steps per env step.
       solver: ``"newton"`` or ``"cg"`` (``None``: the MJCF's).
-      iterations: solver iterations (``None``: the MJCF's; see the module docstring).
+      iterations: solver iterations (``None``: the MJCF's). The default cap (1, with 4
+        line-search iterations) is for throughput. On HalfCheetah it halves single-task TRPO's
+        learning speed, and C MuJoCo at the same cap blows up. Learning runs there should use
+        4 / 8, which learns like the MJCF's 4 / 50 and costs 3.2x the 1 / 4 step in MJX on CPU
+        (``benchmarks/cheetah_solver.py``).
       ls_iterations: line-search iterations (``None``: the MJCF's).
       friction: per-task sliding friction range of every geom (``None``: the MJCF's).
       mass_scale: per-task, per-body mass-and-inertia multiplier range (``None``: 1).
