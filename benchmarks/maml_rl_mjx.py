@@ -3,7 +3,8 @@ the warehouse robot; the speed of a whole meta-iteration at the pytorch-maml-rl 
 
 Learning. For each task suite, MAML-TRPO (second order, one inner VPG step, linear feature
 baseline, GAE λ = 1, γ = 0.99, normalised advantages, max-KL 0.01, 64×64 tanh Gaussian policy,
-inner step α = 0.1 as pytorch-maml-rl's HalfCheetah configs) is meta-trained for
+inner step α = 0.1 as pytorch-maml-rl's HalfCheetah configs; the HalfCheetah suites with MJX's
+solver at 4 / 8 iterations, ``--cheetah-solver``, see :data:`CHEETAH_SOLVER`) is meta-trained for
 ``--iterations`` meta-iterations (``--outer promp`` swaps the TRPO outer loop for ProMP's: the
 LVC inner objective and PPO's clipped outer objective, 5 Adam steps of 1e-3 per iteration, as
 Rothfuss et al. 2019) at a CPU-sized protocol (``--num-tasks`` tasks × ``--episodes``
@@ -79,11 +80,13 @@ def mesh_for(num_tasks: int) -> Mesh | None:
 CHEETAH_SOLVER = (4, 8)
 """Newton iterations / line-search iterations of the HalfCheetah suites' training and evaluation.
 
-The MJX default (1 / 4, ``MJXConfig``) is 3.2x faster here but changes what is learnable: in a
-probe of single-task TRPO (target velocity 2 m/s, 20 x 10 episodes x H = 100 per iteration,
-MAML-RL's TRPO), C MuJoCo on the same MJCF went from -212 to -173 in 100 iterations with the
-MJCF's solver (4 / 50), -176 with 4 / 8, -186 with 2 / 4 and -196 with 1 / 4, where episodes also
-blew up (returns of -2,800 and -6,800); MJX at 1 / 4 reached -197 (benchmarks/RESULTS.md)."""
+The MJX default (1 / 4, ``MJXConfig``) is 3.2x faster but changes what is learnable.
+``benchmarks/cheetah_solver.py`` runs single-task TRPO (target velocity 2 m/s, 20 x 10 episodes x
+H = 100 per iteration, MAML-RL's TRPO) from about -213. After 100 iterations:
+
+* C MuJoCo on the same MJCF: -173 with the MJCF's solver (4 / 50), -176 with 4 / 8, -186 with
+  2 / 4, and -211 with 1 / 4, where 27 of 20,000 episodes blew up;
+* MJX: -197 at 1 / 4 and -174 at 4 / 8 (benchmarks/RESULTS.md)."""
 
 
 def env_options(suite: str, args) -> dict:
