@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import time
 from pathlib import Path
@@ -51,6 +53,16 @@ def pick(quick: bool, value: Any, quick_default: Any, full_default: Any) -> Any:
     if value is not None:
         return value
     return quick_default if quick else full_default
+
+
+def parse_solver(text: str) -> tuple[int, int]:
+    """``"ITERATIONS/LS_ITERATIONS"`` (e.g. ``"4/8"``) -> ``(4, 8)``: an MJX solver cap as the
+    MJX benchmarks take it on the command line (usable as an argparse ``type``)."""
+    if not re.fullmatch(r"[1-9]\d*/[1-9]\d*", text):
+        raise argparse.ArgumentTypeError(
+            f"solver {text!r}: expected ITERATIONS/LS_ITERATIONS with positive integers, e.g. 4/8")
+    iterations, ls_iterations = (int(x) for x in text.split("/"))
+    return iterations, ls_iterations
 
 
 class Phases:

@@ -28,7 +28,6 @@ episode ends there, with reward 0 from that step, as a diverged MJX episode does
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -183,12 +182,11 @@ def mjx_run(solver: tuple[int, int], args, log) -> dict:
 
 
 def parse_solvers(text: str, ap) -> list[tuple[int, int]]:
-    out = []
-    for item in filter(None, text.split(",")):
-        if not re.fullmatch(r"[1-9]\d*/[1-9]\d*", item):
-            ap.error(f"solver {item!r}: expected ITERATIONS/LS_ITERATIONS, e.g. 4/8")
-        out.append(tuple(int(x) for x in item.split("/")))
-    return out
+    """A comma-separated list of ``ITERATIONS/LS_ITERATIONS`` (``''``: none)."""
+    try:
+        return [_common.parse_solver(item) for item in filter(None, text.split(","))]
+    except argparse.ArgumentTypeError as e:
+        ap.error(str(e))
 
 
 def main(argv=None) -> dict:

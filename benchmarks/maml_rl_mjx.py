@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -93,7 +92,7 @@ def env_options(suite: str, args) -> dict:
     """``jmeta.make`` options of a suite: the horizon, and the solver caps for HalfCheetah."""
     options = {"horizon": args.horizon}
     if suite in ("vel", "dir") and args.cheetah_solver != "env":
-        iterations, ls_iterations = (int(x) for x in args.cheetah_solver.split("/"))
+        iterations, ls_iterations = args.cheetah_solver
         options.update(iterations=iterations, ls_iterations=ls_iterations)
     return options
 
@@ -272,9 +271,10 @@ def main(argv=None) -> dict:
                     help="outer loop: trpo (MAML-TRPO, default), promp (ProMP: LVC inner "
                          "objective, clipped outer objective with 5 Adam steps, ProMP's "
                          "defaults) or ppo")
-    ap.add_argument("--cheetah-solver", default="/".join(map(str, CHEETAH_SOLVER)),
+    ap.add_argument("--cheetah-solver", default=CHEETAH_SOLVER,
+                    type=lambda s: s if s == "env" else _common.parse_solver(s),
                     help="ITERATIONS/LS_ITERATIONS of the HalfCheetah suites' MJX solver "
-                         "(default %(default)s, see CHEETAH_SOLVER), or 'env' for the env default "
+                         f"(default {CHEETAH_SOLVER[0]}/{CHEETAH_SOLVER[1]}, see CHEETAH_SOLVER), or 'env' for the env default "
                          "(1/4); the speed measurement always uses the env default")
     ap.add_argument("--chunk", type=int, default=10)
     ap.add_argument("--resume", action="store_true")
@@ -284,10 +284,6 @@ def main(argv=None) -> dict:
     ap.add_argument("--devices", type=int, default=1,
                     help="host devices to shard the task batch over (see mesh_for)")
     args = ap.parse_args(argv)
-    if args.cheetah_solver != "env" and not re.fullmatch(r"[1-9]\d*/[1-9]\d*",
-                                                         args.cheetah_solver):
-        ap.error(f"--cheetah-solver: expected ITERATIONS/LS_ITERATIONS (e.g. 4/8) or 'env', "
-                 f"got {args.cheetah_solver!r}")
     global DEVICES
     DEVICES = args.devices
     q = args.quick
@@ -332,7 +328,8 @@ def main(argv=None) -> dict:
               "horizon": args.horizon, "paper_horizon": args.paper_horizon,
               "maml": dataclasses.asdict(suite_config(args)), "test_tasks": args.test_tasks,
               "eval_lr": f"alpha={args.inner_lr} then alpha/2", "quick": q,
-              "solver": {"halfcheetah": args.cheetah_solver,
+              "solver": {"halfcheetah": args.cheetah_solver if args.cheetah_solver == "env"
+                         else "/".join(map(str, args.cheetah_solver)),
                          "warehouse": "its config's default (newton 6/6, elliptic cones)",
                          "speed": "MJXConfig default (newton, iterations=1, ls_iterations=4)"},
               "devices": args.devices}

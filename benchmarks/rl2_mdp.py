@@ -13,6 +13,7 @@ Reported: the mean total reward per trial (sum over its n episodes) and its SEM.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -41,19 +42,21 @@ TARGETS = {10: 155.0, 25: 440.0}
 HORIZON = 10  # steps per episode of jmeta.make("tabular-mdp")
 
 
-def rl2_config(n: int, cell: str, quick: bool, reward_scale: float | None = None) -> rl2.Config:
+def rl2_config(n: int, cell: str, quick: bool, reward_scale: float | None = None,
+               **overrides) -> rl2.Config:
     # With the rewards unscaled (value targets ~60), 300 iterations at n=10 stayed at random
     # play (~100); scaled by 0.1 they reached ~112 by iteration 125 (2026-11-25 probe).
     scale = default_reward_scale(n * HORIZON) if reward_scale is None else reward_scale
     if quick:
-        return rl2.Config(num_tasks=8, trial_episodes=n, cell=cell, hidden_size=16, num_heads=2,
-                          num_layers=1, num_minibatches=2, num_epochs=2, learning_rate=3e-3,
-                          reward_scale=scale)
-    return rl2.Config(num_tasks=64 if n <= 10 else 32, trial_episodes=n, cell=cell,
-                      hidden_size=256 if cell != "transformer" else 64, num_heads=4,
-                      num_layers=2, num_minibatches=4, num_epochs=4, learning_rate=1e-3,
-                      gamma=0.99, gae_lambda=0.3, ent_coef=0.01, max_grad_norm=0.5,
-                      reward_scale=scale)
+        return rl2.Config(**{**dict(
+            num_tasks=8, trial_episodes=n, cell=cell, hidden_size=16, num_heads=2, num_layers=1,
+            num_minibatches=2, num_epochs=2, learning_rate=3e-3, reward_scale=scale),
+            **overrides})
+    return rl2.Config(**{**dict(
+        num_tasks=64 if n <= 10 else 32, trial_episodes=n, cell=cell,
+        hidden_size=256 if cell != "transformer" else 64, num_heads=4, num_layers=2,
+        num_minibatches=4, num_epochs=4, learning_rate=1e-3, gamma=0.99, gae_lambda=0.3,
+        ent_coef=0.01, max_grad_norm=0.5, reward_scale=scale), **overrides})
 
 
 def main(argv=None) -> dict:
@@ -68,8 +71,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--reward-scale", type=float, default=None,
                     help="rl2.Config.reward_scale (default min(1, 10 / trial steps))")
+    ap.add_argument("--gamma", type=float, default=None, help="rl2.Config.gamma (default 0.99)")
+    ap.add_argument("--gae-lambda", type=float, default=None,
+                    help="rl2.Config.gae_lambda (default 0.3)")
+    ap.add_argument("--num-tasks", type=int, default=None,
+                    help="trials per iteration (default 64 at n <= 10, else 32)")
     ap.add_argument("--ckpt-dir", default="benchmarks/out/rl2_mdp")
     args = ap.parse_args(argv)
+    overrides = {k: v for k, v in (("gamma", args.gamma), ("gae_lambda", args.gae_lambda),
+                                   ("num_tasks", args.num_tasks)) if v is not None}
 
     episodes = [int(x) for x in (args.episodes or ("2" if args.quick else "10,25")).split(",")]
     cells = (args.cells or "gru").split(",")
@@ -85,7 +95,8 @@ def main(argv=None) -> dict:
         eval_tasks = None
         for cell in cells:
             name = f"{cell}_n{n}"
-            algo = rl2.make(rl2_config(n, cell, args.quick, args.reward_scale), env, tasks)
+            config = rl2_config(n, cell, args.quick, args.reward_scale, **overrides)
+            algo = rl2.make(config, env, tasks)
             state, history = _common.train_with_checkpoints(
                 algo, iterations, 2 if args.quick else args.chunk, ckpt_dir, name, args.resume,
                 log, record)
@@ -111,8 +122,8 @@ def main(argv=None) -> dict:
         headline[f"random_n{n}_total_reward"] = t["random"]["mean"]
     config = {"episodes": episodes, "cells": cells, "iterations": iterations,
               "test_tasks": test_tasks, "env": "tabular-mdp (10 states, 5 actions, H=10)",
-              "rl2": {f"{c}_n{n}": {f: getattr(rl2_config(n, c, args.quick, args.reward_scale), f)
-                                    for f in rl2.Config.__dataclass_fields__}
+              "rl2": {f"{c}_n{n}": dataclasses.asdict(
+                  rl2_config(n, c, args.quick, args.reward_scale, **overrides))
                       for n in episodes for c in cells},
               "quick": args.quick}
     _common.write_json(args.out, headline, config, tables=tables, learning_curves=curves,

@@ -1,9 +1,12 @@
-"""benchmarks/maml_speed.py says so when the PyTorch references cannot run.
+"""benchmarks/maml_speed.py says so when the PyTorch references cannot run; the MJX benchmarks' solver
+argument.
 
 (tests/test_benchmarks.py runs every script with --quick and checks the JSON convention and the
 headline keys each issue names.)
 """
 
+import argparse
+import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +22,35 @@ def test_speed_without_torch_says_so(tmp_path, monkeypatch):
         sys.path.remove(str(BENCH_DIR))
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
     assert maml_speed.torch_status().startswith("skipped: torch not installed")
+
+
+def _import_common():
+    sys.path.insert(0, str(BENCH_DIR))
+    try:
+        import _common
+    finally:
+        sys.path.remove(str(BENCH_DIR))
+    return _common
+
+
+def test_parse_solver():
+    _common = _import_common()
+    assert _common.parse_solver("4/8") == (4, 8)
+    assert _common.parse_solver("12/50") == (12, 50)
+    for bad in ("0/4", "4/0", "4", "4/8/2", "a/b", "-1/4", " 4/8"):
+        with pytest.raises(argparse.ArgumentTypeError, match="ITERATIONS/LS_ITERATIONS"):
+            _common.parse_solver(bad)
+
+
+@pytest.mark.parametrize("script,args", [
+    ("maml_rl_mjx.py", ["--cheetah-solver", "4/x"]),
+    ("cheetah_solver.py", ["--mjx-solvers", "1/4,0/3"]),
+])
+def test_bad_solver_is_a_usage_error(script, args):
+    proc = subprocess.run([sys.executable, str(BENCH_DIR / script), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "expected ITERATIONS/LS_ITERATIONS" in proc.stderr
 
 
 if __name__ == "__main__":
