@@ -58,6 +58,12 @@ def error_of(fn) -> str:
     return "no error"
 
 
+def _collectives(hlo: str) -> int:
+    """How many cross-device collectives a compiled program's HLO text holds."""
+    return sum(hlo.count(op) for op in (" all-reduce(", " all-gather(", " all-to-all(",
+                                         " collective-permute(", " all-reduce-start("))
+
+
 def single(out_path: str, work: str):
     from jmeta import sharding
     from jmeta.algorithms import maml_rl, rl2
@@ -136,6 +142,29 @@ def single(out_path: str, work: str):
                      "params_replicated": bool(all(x.sharding.is_fully_replicated
                                                    for x in jax.tree.leaves(s2.params)))}
     result["rl2"] = out
+
+    # --- task_map: a per-task while_loop runs on each device without collectives -----------------
+    from jmeta.algorithms.base import task_map, task_constraint
+
+    def per_task(scale, x):  # a data-dependent trip count per task, as in MJX's solver
+        return jax.lax.while_loop(lambda c: c[1] < x, lambda c: (c[0] + scale, c[1] + 1.0),
+                                  (0.0, 0.0))[0]
+
+    xs = jax.numpy.arange(8.0)
+    mesh4 = sharding.task_mesh(4)
+    mapped = jax.jit(task_map(mesh4, per_task, (None, 0)))
+    constrained = jax.jit(lambda s, x: task_constraint(mesh4)(
+        jax.vmap(per_task, in_axes=(None, 0))(s, task_constraint(mesh4)(x))))
+    odd = jax.jit(task_map(mesh4, per_task, (None, 0)))(2.0, jax.numpy.arange(6.0))
+    result["task_map"] = {
+        "values": mapped(2.0, xs).tolist(),
+        "vmap_values": jax.vmap(per_task, in_axes=(None, 0))(2.0, xs).tolist(),
+        "spec": list(mapped(2.0, xs).sharding.spec),
+        "collectives": _collectives(mapped.lower(2.0, xs).compile().as_text()),
+        "constraint_collectives": _collectives(constrained.lower(2.0, xs).compile().as_text()),
+        "not_divisible_values": odd.tolist(),
+        "bad_in_axes": error_of(lambda: task_map(mesh4, per_task, (None, 1))),
+    }
 
     # --- a mesh that does not fit --------------------------------------------------------------
     maml_config = maml_rl.Config(**{**MAML_CONFIG, "hidden_sizes": (8,), "num_tasks": 6})

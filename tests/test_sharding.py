@@ -65,6 +65,19 @@ def test_maml_rl_runner_on_four_devices_equals_one(single):
     assert m["events_b"] == [["start", 4], ["resume", 4]]
 
 
+def test_task_map_runs_per_task_loops_without_collectives(single):
+    """jmeta.algorithms.base.task_map: shard_map over the task axis equals vmap, lays the result
+    along "tasks", and a per-task while_loop compiles with no collective, where the same vmap under
+    a sharding constraint needs one per iteration of the loop's condition."""
+    t = single["task_map"]
+    assert t["values"] == t["vmap_values"] == [2.0 * i for i in range(8)]
+    assert t["spec"] == ["tasks"]
+    assert t["collectives"] == 0
+    assert t["constraint_collectives"] >= 1, t
+    assert t["not_divisible_values"] == [2.0 * i for i in range(6)]  # 6 tasks on 4 devices
+    assert t["bad_in_axes"] == "task_map: in_axes must each be 0 or None, got (None, 1)"
+
+
 def test_no_recompilation_across_iterations_resumes_and_runners(single):
     assert single["maml"]["cache_size_1"] == 1
     assert single["maml"]["cache_size_4"] == 1

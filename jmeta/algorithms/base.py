@@ -104,3 +104,54 @@ def task_constraint(mesh: jax.sharding.Mesh | None) -> Callable[[Any], Any]:
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(TASK_AXIS))
     return lambda tree: jax.tree.map(
         lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
+
+
+def task_map(mesh: jax.sharding.Mesh | None, fn: Callable[..., Any],
+             in_axes: tuple[int | None, ...]) -> Callable[..., Any]:
+    """``jax.vmap(fn, in_axes)`` over the task axis; on a ``mesh``, each device maps its own
+    shard of the tasks (``jax.shard_map``).
+
+    Per-task work such as rollouts holds loops whose trip count depends on the data: MJX's
+    solver runs a ``while_loop`` until every state in the batch has converged. Under a plain
+    sharding constraint XLA partitions the vmapped loop across devices, and every iteration's
+    condition becomes a cross-device reduction. Inside ``shard_map`` each device runs its own
+    loops with no collective at all (``tests/test_sharding.py`` counts them in the compiled
+    program); the outputs are laid along the ``"tasks"`` axis.
+
+    Known limitation (jax 0.10.2, CPU host devices): MAML-RL's sampling on the MJX HalfCheetah
+    still never returns on 2 host devices, with or without this (0 collectives, every XLA
+    thread idle); MJX env steps alone under ``shard_map`` do run. See benchmarks/RESULTS.md.
+
+    Args:
+      mesh: a mesh with a ``"tasks"`` axis, or ``None`` (then this is ``jax.vmap``).
+      fn: the per-task function.
+      in_axes: ``0`` (mapped over tasks) or ``None`` (shared, e.g. the parameters) per
+        positional argument.
+
+    Returns:
+      ``f(*args)`` with every output leaf stacked along a leading task axis. On a mesh the
+      mapped arguments' task count must be divisible by the ``"tasks"`` axis size; when it is
+      not, the plain sharding constraint is used instead (same values, partitioned by XLA).
+    """
+    mapped = jax.vmap(fn, in_axes=in_axes)
+    if mesh is None:
+        return mapped
+    if any(a not in (0, None) for a in in_axes):
+        raise ValueError(f"task_map: in_axes must each be 0 or None, got {in_axes}")
+    spec = jax.sharding.PartitionSpec(TASK_AXIS)
+    sharded = jax.shard_map(
+        mapped, mesh=mesh, out_specs=spec, check_vma=False,
+        in_specs=tuple(spec if a == 0 else jax.sharding.PartitionSpec() for a in in_axes))
+    constrain = task_constraint(mesh)
+    size = mesh.shape[TASK_AXIS]
+
+    def call(*args):
+        num = {x.shape[0] for a, arg in zip(in_axes, args) if a == 0
+               for x in jax.tree.leaves(arg)}
+        if len(num) == 1 and num.pop() % size == 0:
+            return sharded(*args)
+        args = tuple(constrain(arg) if a == 0 else arg for a, arg in zip(in_axes, args))
+        return constrain(mapped(*args))
+
+    return call
+

@@ -44,6 +44,7 @@ last (``[eval_steps + 1]``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -52,7 +53,8 @@ import optax
 from flax import struct
 
 from jmeta.algorithms import maml, pg, trpo
-from jmeta.algorithms.base import Algorithm, TrainState, check_mesh, scan_train, task_constraint
+from jmeta.algorithms.base import (Algorithm, TrainState, check_mesh, scan_train, task_constraint,
+                                  task_map)
 from jmeta.envs.base import Environment
 from jmeta.envs.spaces import Box, Discrete
 from jmeta.envs.tasks import (
@@ -340,6 +342,7 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
     if mesh is not None:
         check_mesh(mesh, config.num_tasks)
     shard_tasks = task_constraint(mesh)
+    map_tasks = functools.partial(task_map, mesh)
     policy = make_policy(config, env)
     num_steps = config.num_steps or task_horizon(tasks, "num_steps")
     k = config.inner_steps
@@ -495,8 +498,7 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
         task_batch = tasks.train.sample_batch(k_tasks, num_tasks)
         data_keys = jax.random.split(k_data, num_tasks)
         task_batch, data_keys = shard_tasks((task_batch, data_keys))
-        pre, post, returns = shard_tasks(jax.vmap(task_data, in_axes=(None, 0, 0))(
-            params, task_batch, data_keys))
+        pre, post, returns = map_tasks(task_data, (None, 0, 0))(params, task_batch, data_keys)
         return Rollouts(tasks=task_batch, pre=pre, post=post, returns=returns)
 
     def sample(params, key: jax.Array, num_tasks: int | None = None) -> Rollouts:

@@ -34,6 +34,7 @@ One meta-iteration (``update``), one pure function:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -42,7 +43,8 @@ import optax
 from flax import struct
 
 from jmeta.algorithms import maml, pg
-from jmeta.algorithms.base import Algorithm, TrainState, check_mesh, scan_train, task_constraint
+from jmeta.algorithms.base import (Algorithm, TrainState, check_mesh, scan_train, task_constraint,
+                                  task_map)
 from jmeta.envs.base import Environment
 from jmeta.envs.spaces import Box, Discrete
 from jmeta.envs.tasks import (
@@ -226,6 +228,7 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
     if mesh is not None:
         check_mesh(mesh, config.num_tasks)
     shard_tasks = task_constraint(mesh)
+    map_tasks = functools.partial(task_map, mesh)
     if isinstance(env, TrialWrapper):
         raise ValueError("env: pass the task env itself; rl2 makes the trials "
                          "(Config.trial_episodes sets their length)")
@@ -311,8 +314,7 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
     def sample_from(params, k_tasks, k_roll, num_tasks: int) -> Rollouts:
         task_batch = shard_tasks(tasks.train.sample_batch(k_tasks, num_tasks))
         roll_keys = shard_tasks(jax.random.split(k_roll, num_tasks))
-        traj, bootstrap = shard_tasks(jax.vmap(collect, in_axes=(None, 0, 0))(
-            params, task_batch, roll_keys))
+        traj, bootstrap = map_tasks(collect, (None, 0, 0))(params, task_batch, roll_keys)
         return Rollouts(tasks=task_batch, trajectory=traj, bootstrap=bootstrap)
 
     def sample(params, key: jax.Array, num_tasks: int | None = None) -> Rollouts:
