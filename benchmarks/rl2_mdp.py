@@ -8,6 +8,7 @@ RL² is trained for ``--iterations`` meta-iterations, then every agent plays one
 Reported: the mean total reward per trial (sum over its n episodes) and its SEM.
 
     python benchmarks/rl2_mdp.py [--quick] [--out PATH.json] [--episodes 10,25] [--cells gru]
+        [--num-tasks N] [--gamma G] [--gae-lambda L]   # PPO overrides, for probes
 """
 
 from __future__ import annotations
