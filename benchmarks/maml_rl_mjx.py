@@ -274,8 +274,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--cheetah-solver", default=CHEETAH_SOLVER,
                     type=lambda s: s if s == "env" else _common.parse_solver(s),
                     help="ITERATIONS/LS_ITERATIONS of the HalfCheetah suites' MJX solver "
-                         f"(default {CHEETAH_SOLVER[0]}/{CHEETAH_SOLVER[1]}, see CHEETAH_SOLVER), or 'env' for the env default "
-                         "(1/4); the speed measurement always uses the env default")
+                         f"(default {CHEETAH_SOLVER[0]}/{CHEETAH_SOLVER[1]}, see CHEETAH_SOLVER), "
+                         "or 'env' for the env default (1/4); the speed measurement always uses "
+                         "the env default")
     ap.add_argument("--chunk", type=int, default=10)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
