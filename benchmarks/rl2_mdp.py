@@ -8,7 +8,8 @@ RL² is trained for ``--iterations`` meta-iterations, then every agent plays one
 Reported: the mean total reward per trial (sum over its n episodes) and its SEM.
 
     python benchmarks/rl2_mdp.py [--quick] [--out PATH.json] [--episodes 10,25] [--cells gru]
-        [--num-tasks N] [--gamma G] [--gae-lambda L]   # PPO overrides, for probes
+        [--num-tasks N] [--gamma G] [--gae-lambda L] [--learning-rate LR] [--ent-coef C]
+        # the PPO overrides are for probes
 """
 
 from __future__ import annotations
@@ -77,10 +78,15 @@ def main(argv=None) -> dict:
                     help="rl2.Config.gae_lambda (default 0.3)")
     ap.add_argument("--num-tasks", type=int, default=None,
                     help="trials per iteration (default 64 at n <= 10, else 32)")
+    ap.add_argument("--learning-rate", type=float, default=None,
+                    help="rl2.Config.learning_rate (default 1e-3)")
+    ap.add_argument("--ent-coef", type=float, default=None,
+                    help="rl2.Config.ent_coef (default 0.01)")
     ap.add_argument("--ckpt-dir", default="benchmarks/out/rl2_mdp")
     args = ap.parse_args(argv)
-    overrides = {k: v for k, v in (("gamma", args.gamma), ("gae_lambda", args.gae_lambda),
-                                   ("num_tasks", args.num_tasks)) if v is not None}
+    overrides = {k: getattr(args, k) for k in ("gamma", "gae_lambda", "num_tasks",
+                                               "learning_rate", "ent_coef")
+                 if getattr(args, k) is not None}
 
     episodes = [int(x) for x in (args.episodes or ("2" if args.quick else "10,25")).split(",")]
     cells = (args.cells or "gru").split(",")
