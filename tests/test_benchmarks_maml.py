@@ -1,11 +1,12 @@
-"""benchmarks/maml_speed.py says so when the PyTorch references cannot run; the MJX benchmarks' solver
-argument.
+"""benchmarks/maml_speed.py says so when the PyTorch references cannot run; the MJX benchmarks'
+solver argument.
 
 (tests/test_benchmarks.py runs every script with --quick and checks the JSON convention and the
 headline keys each issue names.)
 """
 
 import argparse
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -14,27 +15,23 @@ import pytest
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 
-def test_speed_without_torch_says_so(tmp_path, monkeypatch):
+def _import_bench(name: str):
+    """Imports the benchmarks/ module ``name`` (the scripts are not a package)."""
     sys.path.insert(0, str(BENCH_DIR))
     try:
-        import maml_speed
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(BENCH_DIR))
+
+
+def test_speed_without_torch_says_so(tmp_path, monkeypatch):
+    maml_speed = _import_bench("maml_speed")
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
     assert maml_speed.torch_status().startswith("skipped: torch not installed")
 
 
-def _import_common():
-    sys.path.insert(0, str(BENCH_DIR))
-    try:
-        import _common
-    finally:
-        sys.path.remove(str(BENCH_DIR))
-    return _common
-
-
 def test_parse_solver():
-    _common = _import_common()
+    _common = _import_bench("_common")
     assert _common.parse_solver("4/8") == (4, 8)
     assert _common.parse_solver("12/50") == (12, 50)
     for bad in ("0/4", "4/0", "4", "4/8/2", "a/b", "-1/4", " 4/8"):

@@ -156,6 +156,14 @@ def test_two_processes_on_loopback_equal_one_process(single, tmp_path):
 
 
 # --- in this process (one CPU device) --------------------------------------------------------
+def test_task_map_without_a_mesh_is_vmap():
+    from jmeta.algorithms.base import task_map
+    got = task_map(None, lambda s, x: s * x, (None, 0))(2.0, jax.numpy.arange(3.0))
+    assert got.tolist() == [0.0, 2.0, 4.0]
+    with pytest.raises(ValueError, match=r"in_axes must each be 0 or None, got \(None, 1\)"):
+        task_map(None, lambda s, x: s * x, (None, 1))
+
+
 def test_task_mesh_in_one_device_process():
     mesh = sharding.task_mesh(1)
     assert mesh.axis_names == ("tasks",) and sharding.mesh_size(mesh) == 1

@@ -133,11 +133,11 @@ def task_map(mesh: jax.sharding.Mesh | None, fn: Callable[..., Any],
       mapped arguments' task count must be divisible by the ``"tasks"`` axis size; when it is
       not, the plain sharding constraint is used instead (same values, partitioned by XLA).
     """
+    if any(a not in (0, None) for a in in_axes):
+        raise ValueError(f"task_map: in_axes must each be 0 or None, got {in_axes}")
     mapped = jax.vmap(fn, in_axes=in_axes)
     if mesh is None:
         return mapped
-    if any(a not in (0, None) for a in in_axes):
-        raise ValueError(f"task_map: in_axes must each be 0 or None, got {in_axes}")
     spec = jax.sharding.PartitionSpec(TASK_AXIS)
     sharded = jax.shard_map(
         mapped, mesh=mesh, out_specs=spec, check_vma=False,
