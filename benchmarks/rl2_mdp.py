@@ -4,7 +4,8 @@ Tasks: 10 states, 5 actions, episodes of H=10 steps; rewards N(μ, 1) with μ ~ 
 (state, action); transitions from a flat Dirichlet per (state, action). For each trial length n
 (episodes per trial) and each memory (``--cells``: GRU-256 by default, and the Transformer agent),
 RL² is trained for ``--iterations`` meta-iterations, then every agent plays one trial on the same
-1000 test tasks: RL², random actions and posterior sampling (PSRL, ``jmeta.baselines.mdp``).
+1000 test tasks: RL², random actions, posterior sampling (PSRL), certainty-equivalent greedy and
+ε-greedy (``jmeta.baselines.mdp``; ε tuned on training tasks, as Duan et al. tuned theirs).
 Reported: the mean total reward per trial (sum over its n episodes) and its SEM.
 
     python benchmarks/rl2_mdp.py [--quick] [--out PATH.json] [--episodes 10,25] [--cells gru]
@@ -32,13 +33,24 @@ from jmeta.algorithms import rl2  # noqa: E402
 from jmeta.baselines import mdp  # noqa: E402
 
 PAPER = {  # Duan et al. 2016, Table 2 (shared/reference/published.md)
-    10: {"random": 100.1, "psrl": 138.1, "rl2": 156.2},
-    25: {"random": 250.2, "psrl": 408.8, "rl2": 445.7},
-    50: {"random": 499.7, "psrl": 904.4, "rl2": 936.1},
-    75: {"random": 749.9, "psrl": 1417.1, "rl2": 1428.8},
-    100: {"random": 999.4, "psrl": 1939.5, "rl2": 1913.7},
+    10: {"random": 100.1, "psrl": 138.1, "greedy": 134.8, "epsilon_greedy": 132.8, "rl2": 156.2},
+    25: {"random": 250.2, "psrl": 408.8, "greedy": 368.8, "epsilon_greedy": 377.3, "rl2": 445.7},
+    50: {"random": 499.7, "psrl": 904.4, "greedy": 769.3, "epsilon_greedy": 823.3, "rl2": 936.1},
+    75: {"random": 749.9, "psrl": 1417.1, "greedy": 1172.9, "epsilon_greedy": 1293.9,
+         "rl2": 1428.8},
+    100: {"random": 999.4, "psrl": 1939.5, "greedy": 1578.5, "epsilon_greedy": 1778.2,
+          "rl2": 1913.7},
 }
 TARGETS = {10: 155.0, 25: 440.0}
+EPSILONS = (0.01, 0.03, 0.1, 0.2)  # the epsilon_greedy grid
+
+
+def tune_epsilon(tasks, n: int, quick: bool) -> float:
+    """The ε of ``epsilon_greedy`` with the best mean total reward on training tasks."""
+    params = tasks.train.sample_batch(jax.random.key(99), 50 if quick else 500)
+    scores = jax.jit(jax.vmap(lambda e: jnp.mean(mdp.evaluate(
+        "epsilon_greedy", params, jax.random.key(98), n, epsilon=e))))(jnp.asarray(EPSILONS))
+    return EPSILONS[int(np.argmax(np.asarray(scores)))]
 
 
 HORIZON = 10  # steps per episode of jmeta.make("tabular-mdp")
@@ -96,7 +108,7 @@ def main(argv=None) -> dict:
     ckpt_dir = Path(args.ckpt_dir) / ("quick" if args.quick else "full")
     env, tasks = jmeta.make("tabular-mdp")
 
-    tables, curves = {}, {}
+    tables, curves, baseline_options = {}, {}, {}
     for n in episodes:
         table = {}
         eval_tasks = None
@@ -112,9 +124,12 @@ def main(argv=None) -> dict:
             eval_tasks = ev.tasks  # the same key: the same test tasks for every agent
             table[f"rl2_{cell}"] = np.asarray(jnp.sum(ev.returns, axis=-1))
             curves[name] = history
+        options = {"epsilon_greedy": {"epsilon": tune_epsilon(tasks, n, args.quick)}}
+        baseline_options[f"n{n}"] = options
         for strategy in mdp.STRATEGIES:
             table[strategy] = np.asarray(jax.jit(
-                lambda p, k, s=strategy: mdp.evaluate(s, p, k, n))(eval_tasks, jax.random.key(7)))
+                lambda p, k, s=strategy: mdp.evaluate(s, p, k, n, **options.get(s, {})))(
+                    eval_tasks, jax.random.key(7)))
         tables[f"n{n}"] = {a: {"mean": float(v.mean()), "sem": float(v.std() / np.sqrt(len(v)))}
                            for a, v in table.items()}
         log(f"n={n}: " + "  ".join(f"{a} {v['mean']:.1f}" for a, v in tables[f"n{n}"].items()))
@@ -126,25 +141,30 @@ def main(argv=None) -> dict:
             prefix = "" if cell == cells[0] else f"{cell}_"
             headline[f"{prefix}n{n}_total_reward"] = t[f"rl2_{cell}"]["mean"]
         headline[f"psrl_n{n}_total_reward"] = t["psrl"]["mean"]
+        headline[f"greedy_n{n}_total_reward"] = t["greedy"]["mean"]
+        headline[f"epsilon_greedy_n{n}_total_reward"] = t["epsilon_greedy"]["mean"]
         headline[f"random_n{n}_total_reward"] = t["random"]["mean"]
     config = {"episodes": episodes, "cells": cells, "iterations": iterations,
               "test_tasks": test_tasks, "env": "tabular-mdp (10 states, 5 actions, H=10)",
               "rl2": {f"{c}_n{n}": dataclasses.asdict(
                   rl2_config(n, c, args.quick, args.reward_scale, **overrides))
                       for n in episodes for c in cells},
+              "baseline_options": baseline_options,
               "quick": args.quick}
     _common.write_json(args.out, headline, config, tables=tables, learning_curves=curves,
                        paper={f"n{n}": v for n, v in PAPER.items()})
     plot(curves, Path(args.out).with_suffix(".png"), "RL² on tabular MDPs")
 
     agents = [f"rl2_{c}" for c in cells] + list(mdp.STRATEGIES)
-    print(f"\n{'n':>4s} " + " ".join(f"{a:>14s}" for a in agents) + "   paper (RL², PSRL)")
+    print(f"\n{'n':>9s} " + " ".join(f"{a:>14s}" for a in agents))
     for n in episodes:
         t = tables[f"n{n}"]
-        paper = PAPER.get(n, {})
-        print(f"{n:4d} " + " ".join(f"{t[a]['mean']:14.1f}" for a in agents)
-              + (f"   {paper['rl2']}, {paper['psrl']}" if paper else "   —")
+        print(f"{n:4d} jmeta " + " ".join(f"{t[a]['mean']:14.1f}" for a in agents)
               + (f"  (target RL² >= {TARGETS[n]})" if n in TARGETS else ""))
+        if n in PAPER:
+            paper = {**PAPER[n], f"rl2_{cells[0]}": PAPER[n]["rl2"]}
+            print(f"{n:4d} paper " + " ".join(
+                f"{paper[a]:14.1f}" if a in paper else f"{'':14s}" for a in agents))
     return headline
 
 

@@ -228,6 +228,45 @@ def test_mdp_rewards_follow_the_env_and_noiseless_psrl_stays_finite():
                                2.0 * H, rtol=1e-6)
 
 
+def _two_armed_mdp(means) -> TabularMDPParams:
+    """One state, two actions, H = 1, noiseless rewards ``means``: the MDP is a 2-armed bandit."""
+    return TabularMDPParams(
+        reward_means=jnp.asarray(means, jnp.float32)[None, None, :],
+        transitions=jnp.ones((1, 1, 2, 1), jnp.float32),
+        reward_std=jnp.zeros((1,), jnp.float32), horizon=1,
+    )
+
+
+def test_greedy_follows_the_posterior_mean_by_hand():
+    # Prior N(1, 1) on each mean. Episode 1: both posterior means are 1, argmax takes action 0.
+    # Its reward is seen exactly (noise 0), so action 0's posterior mean becomes that reward.
+    # (a) 0.5 < 1: episode 2 tries action 1 (2.0) and keeps it: 0.5, 2.0, 2.0, ...
+    # (b) 1.5 > 1: greedy never tries action 1 (3.0), which PSRL eventually does.
+    key = jax.random.key(0)
+    np.testing.assert_allclose(_mdp_play_batch("greedy", _two_armed_mdp([0.5, 2.0]), key, 4)[0],
+                               [0.5, 2.0, 2.0, 2.0])
+    stuck = _two_armed_mdp([1.5, 3.0])
+    np.testing.assert_allclose(_mdp_play_batch("greedy", stuck, key, 4)[0], [1.5] * 4)
+    many = jax.tree.map(lambda x: jnp.repeat(x, 64, axis=0) if x.ndim else x, stuck)
+    psrl = _mdp_play_batch("psrl", many, key, 8)
+    assert float(jnp.mean(psrl[:, -1])) > 2.5  # PSRL samples action 1 and finds 3.0
+
+
+def test_epsilon_greedy_interpolates_between_greedy_and_random():
+    params = _sampled_tasks()
+    key = jax.random.key(3)
+    greedy = _mdp_play_batch("greedy", params, key, NUM_EPISODES)
+    np.testing.assert_array_equal(
+        jax.jit(lambda p, k: mdp.evaluate("epsilon_greedy", p, k, NUM_EPISODES, epsilon=0.0))(
+            params, key), greedy.sum(-1))
+    uniform = jax.jit(lambda p, k: mdp.evaluate("epsilon_greedy", p, k, NUM_EPISODES,
+                                                epsilon=1.0))(params, key)
+    random = _mdp_eval("random", params, key, NUM_EPISODES)
+    assert abs(float(uniform.mean()) - float(random.mean())) < 6.0  # both ~100 (SEM ~2)
+    # Certainty equivalence exploits what it saw: clearly above random (paper: 134.8 vs 100.1).
+    assert float(greedy.sum(-1).mean()) > float(random.mean()) + 15.0
+
+
 # --- bad input ------------------------------------------------------------------------------
 ARMS = jnp.array([0.2, 0.8])
 
@@ -281,7 +320,13 @@ def _one_task() -> TabularMDPParams:
     "call, match",
     [
         (lambda: mdp.play("ucrl2", _one_task(), jax.random.key(0), 5),
-         r"unknown strategy 'ucrl2'; expected one of 'random', 'psrl'"),
+         r"unknown strategy 'ucrl2'; expected one of 'random', 'psrl', 'greedy', "
+         r"'epsilon_greedy'"),
+        (lambda: mdp.play("epsilon_greedy", _one_task(), jax.random.key(0), 5, epsilon=1.5),
+         r"epsilon must be in \[0, 1\], got 1.5"),
+        (lambda: mdp.play("greedy", _one_task(), jax.random.key(0), 5, epsilon=0.1),
+         r"strategy 'greedy' takes 'reward_mean_prior', 'dirichlet_alpha'; got unexpected "
+         r"option\(s\) 'epsilon'"),
         (lambda: mdp.play("psrl", _one_task(), jax.random.key(0), 0),
          r"num_episodes: expected a positive int, got 0"),
         (lambda: mdp.play("psrl", _one_task(), jax.random.key(0), 5, reward_mean_prior=(1.0, -1.0)),

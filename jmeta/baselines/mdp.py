@@ -19,6 +19,14 @@ Strategies (``STRATEGIES``; options and their defaults in brackets):
   iteration (:func:`value_iteration`); the episode follows its time-dependent greedy policy. The
   defaults are those of ``TabularMDPConfig``; pass that config's ``ood_reward_mean_prior`` for
   ``ood`` tasks.
+* ``greedy`` [the same prior]: certainty equivalence, the "Greedy" row of Duan et al. 2016,
+  Table 2. At the start of every episode the MDP of posterior means (the posterior mean of each
+  reward mean, and the Dirichlet posterior mean of each transition row) is solved by value
+  iteration, and the episode follows its greedy policy. Like PSRL without the sampling: it
+  explores only where the prior mean of an untried (s, a) beats what was seen.
+* ``epsilon_greedy`` [the same prior, ``epsilon=0.1``]: ``greedy``, but every step takes a
+  uniform action with probability ``epsilon`` (the paper's "ε-greedy" row; it tuned ε, and
+  ``benchmarks/rl2_mdp.py`` does too).
 
 Options may be traced (sweep them under ``jit``/``vmap``); they are checked only when concrete.
 
@@ -54,12 +62,14 @@ __all__ = [
     "value_iteration",
 ]
 
-STRATEGIES = ("random", "psrl")
+STRATEGIES = ("random", "psrl", "greedy", "epsilon_greedy")
 
 # Every option a strategy takes, with its default (TabularMDPConfig's prior).
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "random": {},
     "psrl": {"reward_mean_prior": (1.0, 1.0), "dirichlet_alpha": 1.0},
+    "greedy": {"reward_mean_prior": (1.0, 1.0), "dirichlet_alpha": 1.0},
+    "epsilon_greedy": {"reward_mean_prior": (1.0, 1.0), "dirichlet_alpha": 1.0, "epsilon": 0.1},
 }
 
 
@@ -143,6 +153,10 @@ def _check_options(opts: dict[str, Any]) -> None:
         alpha = _concrete_float("dirichlet_alpha", opts["dirichlet_alpha"])
         if alpha is not None and not (math.isfinite(alpha) and alpha > 0.0):
             raise ValueError(f"dirichlet_alpha must be a finite number > 0, got {alpha!r}")
+    if "epsilon" in opts:
+        eps = _concrete_float("epsilon", opts["epsilon"])
+        if eps is not None and not 0.0 <= eps <= 1.0:
+            raise ValueError(f"epsilon must be in [0, 1], got {eps!r}")
 
 
 def _check_params(fn: str, params: Any, batched: bool) -> TabularMDPParams:
@@ -184,24 +198,29 @@ def _trial(
     H = params.horizon
     env = TabularMDP(S, A)
 
-    def _sample_policy(key: jax.Array, counts: Counts) -> jax.Array:
-        """PSRL: ``[H, S]`` actions, greedy in an MDP drawn from the posterior."""
+    def _episode_policy(key: jax.Array, counts: Counts) -> jax.Array:
+        """``[H, S]`` actions, greedy in an MDP drawn from the posterior (PSRL) or in the MDP of
+        posterior means (greedy, epsilon_greedy)."""
         prior_mean, prior_std = opts["reward_mean_prior"]
         k_p, k_r = jax.random.split(key)
         alpha = jnp.asarray(opts["dirichlet_alpha"], jnp.float32) + counts.transitions
-        transitions = jax.random.dirichlet(k_p, alpha)  # [S, A, S]
         mean, std = _reward_posterior(
             counts,
             jnp.asarray(prior_mean, jnp.float32),
             jnp.asarray(prior_std, jnp.float32),
             params.reward_std,
         )
-        reward_means = mean + std * jax.random.normal(k_r, (S, A))
+        if strategy == "psrl":
+            transitions = jax.random.dirichlet(k_p, alpha)  # [S, A, S]
+            reward_means = mean + std * jax.random.normal(k_r, (S, A))
+        else:
+            transitions = alpha / jnp.sum(alpha, axis=-1, keepdims=True)
+            reward_means = mean
         return jnp.argmax(value_iteration(reward_means, transitions, H), axis=-1).astype(jnp.int32)
 
     def _episode(counts: Counts, key: jax.Array) -> tuple[Counts, jax.Array]:
         k_policy, k_reset, k_steps = jax.random.split(key, 3)
-        policy = None if strategy == "random" else _sample_policy(k_policy, counts)
+        policy = None if strategy == "random" else _episode_policy(k_policy, counts)
         _, env_state = env.reset(k_reset, params)
 
         def _step(carry: tuple[TabularMDPState, Counts], key: jax.Array):
@@ -210,6 +229,11 @@ def _trial(
             s = env_state.state
             if strategy == "random":
                 action = jax.random.randint(k_act, (), 0, A)
+            elif strategy == "epsilon_greedy":
+                k_explore, k_uniform = jax.random.split(k_act)
+                explore = jax.random.uniform(k_explore) < opts["epsilon"]
+                action = jnp.where(explore, jax.random.randint(k_uniform, (), 0, A),
+                                   policy[env_state.time, s])
             else:
                 action = policy[env_state.time, s]
             _, env_state, reward, _, _, _ = env.step(k_env, env_state, action, params)
@@ -242,12 +266,13 @@ def play(
     ``jax.jit(play, static_argnames=("strategy", "num_episodes"))``.
 
     Args:
-      strategy: ``"random"`` or ``"psrl"`` (see the module docstring for the sources).
+      strategy: one of ``STRATEGIES`` (see the module docstring for the sources).
       params: the task, an unbatched ``TabularMDPParams`` (``horizon`` is static).
       key: PRNG key of the trial.
       num_episodes: the trial length n (static).
-      **options: ``psrl`` takes ``reward_mean_prior`` (``(mean, std)``, default ``(1.0, 1.0)``)
-        and ``dirichlet_alpha`` (default 1.0): the prior of the task distribution.
+      **options: ``psrl``, ``greedy`` and ``epsilon_greedy`` take ``reward_mean_prior``
+        (``(mean, std)``, default ``(1.0, 1.0)``) and ``dirichlet_alpha`` (default 1.0): the prior
+        of the task distribution; ``epsilon_greedy`` also takes ``epsilon`` (default 0.1).
 
     Returns:
       ``[num_episodes]`` float32, the undiscounted return of each episode.
