@@ -15,6 +15,7 @@ Training runs in jitted chunks with a checkpoint after each (``benchmarks/out/rl
 killed run continues with ``--resume``.
 
     python benchmarks/rl2_bandits.py [--quick] [--out PATH.json] [--settings 10:5,100:10]
+        [--gamma G] [--gae-lambda L] [--num-tasks N] [--learning-rate LR] [--ent-coef C]  # probes
 """
 
 from __future__ import annotations
@@ -67,12 +68,15 @@ def default_reward_scale(trial_steps: int) -> float:
 
 
 def rl2_config(n: int, quick: bool, cell: str = "gru", hidden: int = 256,
-               reward_scale: float | None = None) -> rl2.Config:
+               reward_scale: float | None = None, **overrides) -> rl2.Config:
+    """The configuration for trials of ``n`` pulls; ``overrides`` (probes: ``gamma``,
+    ``gae_lambda``, ``num_tasks``, ...) replace its fields."""
     scale = default_reward_scale(n) if reward_scale is None else reward_scale
     if quick:
-        return rl2.Config(num_tasks=16, trial_episodes=n, cell=cell, hidden_size=16,
-                          num_minibatches=2, num_epochs=2, learning_rate=3e-3, gamma=1.0,
-                          gae_lambda=1.0, reward_scale=scale)
+        return rl2.Config(**{**dict(
+            num_tasks=16, trial_episodes=n, cell=cell, hidden_size=16, num_minibatches=2,
+            num_epochs=2, learning_rate=3e-3, gamma=1.0, gae_lambda=1.0, reward_scale=scale),
+            **overrides})
     # Short trials: more trials per batch (256 × 10 steps); long trials: fewer, keeping the steps
     # per iteration near 64 × 100.
     num_tasks = 256 if n <= 10 else 64 if n <= 100 else 16
@@ -82,9 +86,10 @@ def rl2_config(n: int, quick: bool, cell: str = "gru", hidden: int = 256,
     # 1,000 iterations); with γ = λ = 1, 6.55 at 1,000 iterations and 6.61 at 3,000. At n=100 it
     # learns more slowly: 74.6 at 1,500 iterations and 76.6 at 4,000, against 77.4 at 1,500 with
     # γ 0.99 / λ 0.3 (benchmarks/RESULTS.md).
-    return rl2.Config(num_tasks=num_tasks, trial_episodes=n, cell=cell, hidden_size=hidden,
-                      num_minibatches=4, num_epochs=4, learning_rate=1e-3, gamma=1.0,
-                      gae_lambda=1.0, ent_coef=0.01, max_grad_norm=0.5, reward_scale=scale)
+    return rl2.Config(**{**dict(
+        num_tasks=num_tasks, trial_episodes=n, cell=cell, hidden_size=hidden, num_minibatches=4,
+        num_epochs=4, learning_rate=1e-3, gamma=1.0, gae_lambda=1.0, ent_coef=0.01,
+        max_grad_norm=0.5, reward_scale=scale), **overrides})
 
 
 def record(metrics, i) -> dict:
@@ -181,8 +186,20 @@ def main(argv=None) -> dict:
                     help="RL²'s memory (default gru, Duan et al.'s; transformer: d_model 64)")
     ap.add_argument("--reward-scale", type=float, default=None,
                     help="rl2.Config.reward_scale (default min(1, 10 / trial length))")
+    ap.add_argument("--gamma", type=float, default=None, help="rl2.Config.gamma (default 1)")
+    ap.add_argument("--gae-lambda", type=float, default=None,
+                    help="rl2.Config.gae_lambda (default 1)")
+    ap.add_argument("--num-tasks", type=int, default=None,
+                    help="trials per iteration (default 256 at n <= 10, 64 at n <= 100, else 16)")
+    ap.add_argument("--learning-rate", type=float, default=None,
+                    help="rl2.Config.learning_rate (default 1e-3)")
+    ap.add_argument("--ent-coef", type=float, default=None,
+                    help="rl2.Config.ent_coef (default 0.01)")
     ap.add_argument("--ckpt-dir", default="benchmarks/out/rl2_bandits")
     args = ap.parse_args(argv)
+    overrides = {k: getattr(args, k) for k in ("gamma", "gae_lambda", "num_tasks",
+                                               "learning_rate", "ent_coef")
+                 if getattr(args, k) is not None}
 
     settings = [tuple(int(x) for x in s.split(":")) for s in
                 (args.settings or ("10:5" if args.quick else "10:5,100:10,500:10")).split(",")]
@@ -197,7 +214,7 @@ def main(argv=None) -> dict:
 
     def run_config(n: int) -> rl2.Config:
         hidden = 64 if args.cell == "transformer" and not args.quick else 256
-        return rl2_config(n, args.quick, args.cell, hidden, args.reward_scale)
+        return rl2_config(n, args.quick, args.cell, hidden, args.reward_scale, **overrides)
 
     tables, curves, tuned = {}, {}, {}
     for n, k in settings:

@@ -22,6 +22,11 @@ RTOL, ATOL = 1e-5, 1e-6
 def _env(**extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
     env.update(JAX_PLATFORMS="cpu", **extra)
+    # Keep conftest's compile-time setting (the optimisation level) in the children.
+    level = [f for f in os.environ.get("XLA_FLAGS", "").split()
+             if f.startswith("--xla_backend_optimization_level")]
+    if level:
+        env["XLA_FLAGS"] = " ".join([env.get("XLA_FLAGS", ""), *level]).strip()
     return env
 
 
