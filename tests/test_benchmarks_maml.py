@@ -1,5 +1,5 @@
-"""benchmarks/maml_speed.py says so when the PyTorch references cannot run; the MJX benchmarks'
-solver argument.
+"""Benchmark helpers: benchmarks/maml_speed.py says so when the PyTorch references cannot run; the
+MJX benchmarks' solver argument; the RL² benchmarks' PPO overrides for probes.
 
 (tests/test_benchmarks.py runs every script with --quick and checks the JSON convention and the
 headline keys each issue names.)
@@ -48,6 +48,19 @@ def test_bad_solver_is_a_usage_error(script, args):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "expected ITERATIONS/LS_ITERATIONS" in proc.stderr
+
+
+@pytest.mark.parametrize("module,args", [("rl2_bandits", (500, False)),
+                                         ("rl2_mdp", (10, "gru", False))])
+def test_rl2_probe_overrides_replace_only_their_fields(module, args):
+    rl2_config = _import_bench(module).rl2_config
+    base = rl2_config(*args)
+    probe = rl2_config(*args, gamma=0.99, gae_lambda=0.3, num_tasks=32, ent_coef=0.05)
+    assert (probe.gamma, probe.gae_lambda, probe.num_tasks, probe.ent_coef) == (0.99, 0.3, 32, 0.05)
+    changed = {f for f in base.__dataclass_fields__ if getattr(base, f) != getattr(probe, f)}
+    assert changed <= {"gamma", "gae_lambda", "num_tasks", "ent_coef"}
+    with pytest.raises(ValueError, match=r"gamma: expected a number in \[0, 1\]"):
+        rl2_config(*args, gamma=1.5)
 
 
 if __name__ == "__main__":
