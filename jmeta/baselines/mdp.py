@@ -19,8 +19,10 @@ Strategies (``STRATEGIES``; options and their defaults in brackets):
   iteration (:func:`value_iteration`); the episode follows its time-dependent greedy policy. The
   defaults are those of ``TabularMDPConfig``; pass that config's ``ood_reward_mean_prior`` for
   ``ood`` tasks.
-* ``greedy`` [the same prior]: certainty equivalence, the "Greedy" row of Duan et al. 2016,
-  Table 2. At the start of every episode the MDP of posterior means (the posterior mean of each
+* ``greedy`` [the same prior]: certainty equivalence, jmeta's version of the "Greedy" row of
+  Duan et al. 2016, Table 2 (the table does not say which estimates its greedy agent used; this
+  one, with the task prior's posterior means, scores well above the paper's, see
+  ``benchmarks/RESULTS.md``). At the start of every episode the MDP of posterior means (the posterior mean of each
   reward mean, and the Dirichlet posterior mean of each transition row) is solved by value
   iteration, and the episode follows its greedy policy. Like PSRL without the sampling: it
   explores only where the prior mean of an untried (s, a) beats what was seen.
