@@ -3,7 +3,7 @@ queueing policies of load balancing), as pure, jittable functions.
 
 * :mod:`jmeta.baselines.bandits`: random, greedy, epsilon-greedy, UCB1, Thompson sampling and
   Gittins-index strategies for Bernoulli bandits (``jmeta.make("bandit")``).
-* :mod:`jmeta.baselines.mdp`: random and PSRL for random tabular MDPs
+* :mod:`jmeta.baselines.mdp`: random, PSRL, greedy and ε-greedy for random tabular MDPs
   (``jmeta.make("tabular-mdp")``).
 * :mod:`jmeta.baselines.recommend`: popularity (no adaptation) and oracle recommenders for
   cold-start recommendation (``jmeta.make("cold-start-rec")``).
