@@ -55,6 +55,25 @@ def pick(quick: bool, value: Any, quick_default: Any, full_default: Any) -> Any:
     return quick_default if quick else full_default
 
 
+RL2_PROBE_FIELDS = ("gamma", "gae_lambda", "num_tasks", "learning_rate", "ent_coef")
+
+
+def add_rl2_probe_args(ap: argparse.ArgumentParser, defaults: dict[str, str]) -> None:
+    """Adds ``--gamma --gae-lambda --num-tasks --learning-rate --ent-coef``, overrides of the
+    ``rl2.Config`` fields of the same names for probes (all default to ``None``: the script's own
+    configuration). ``defaults`` gives each field's script default in words, for the help."""
+    for field in RL2_PROBE_FIELDS:
+        what = "trials per iteration" if field == "num_tasks" else f"rl2.Config.{field}"
+        ap.add_argument("--" + field.replace("_", "-"), default=None,
+                        type=int if field == "num_tasks" else float,
+                        help=f"{what} (default {defaults[field]})")
+
+
+def rl2_probe_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``rl2.Config`` overrides given on the command line (see :func:`add_rl2_probe_args`)."""
+    return {f: getattr(args, f) for f in RL2_PROBE_FIELDS if getattr(args, f) is not None}
+
+
 def parse_solver(text: str) -> tuple[int, int]:
     """``"ITERATIONS/LS_ITERATIONS"`` (e.g. ``"4/8"``) -> ``(4, 8)``: an MJX solver cap as the
     MJX benchmarks take it on the command line (usable as an argparse ``type``)."""

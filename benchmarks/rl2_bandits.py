@@ -186,20 +186,12 @@ def main(argv=None) -> dict:
                     help="RL²'s memory (default gru, Duan et al.'s; transformer: d_model 64)")
     ap.add_argument("--reward-scale", type=float, default=None,
                     help="rl2.Config.reward_scale (default min(1, 10 / trial length))")
-    ap.add_argument("--gamma", type=float, default=None, help="rl2.Config.gamma (default 1)")
-    ap.add_argument("--gae-lambda", type=float, default=None,
-                    help="rl2.Config.gae_lambda (default 1)")
-    ap.add_argument("--num-tasks", type=int, default=None,
-                    help="trials per iteration (default 256 at n <= 10, 64 at n <= 100, else 16)")
-    ap.add_argument("--learning-rate", type=float, default=None,
-                    help="rl2.Config.learning_rate (default 1e-3)")
-    ap.add_argument("--ent-coef", type=float, default=None,
-                    help="rl2.Config.ent_coef (default 0.01)")
+    _common.add_rl2_probe_args(ap, {
+        "gamma": "1", "gae_lambda": "1", "num_tasks": "256 at n <= 10, 64 at n <= 100, else 16",
+        "learning_rate": "1e-3", "ent_coef": "0.01"})
     ap.add_argument("--ckpt-dir", default="benchmarks/out/rl2_bandits")
     args = ap.parse_args(argv)
-    overrides = {k: getattr(args, k) for k in ("gamma", "gae_lambda", "num_tasks",
-                                               "learning_rate", "ent_coef")
-                 if getattr(args, k) is not None}
+    overrides = _common.rl2_probe_overrides(args)
 
     settings = [tuple(int(x) for x in s.split(":")) for s in
                 (args.settings or ("10:5" if args.quick else "10:5,100:10,500:10")).split(",")]

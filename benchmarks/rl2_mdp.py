@@ -85,20 +85,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--reward-scale", type=float, default=None,
                     help="rl2.Config.reward_scale (default min(1, 10 / trial steps))")
-    ap.add_argument("--gamma", type=float, default=None, help="rl2.Config.gamma (default 0.99)")
-    ap.add_argument("--gae-lambda", type=float, default=None,
-                    help="rl2.Config.gae_lambda (default 0.3)")
-    ap.add_argument("--num-tasks", type=int, default=None,
-                    help="trials per iteration (default 64 at n <= 10, else 32)")
-    ap.add_argument("--learning-rate", type=float, default=None,
-                    help="rl2.Config.learning_rate (default 1e-3)")
-    ap.add_argument("--ent-coef", type=float, default=None,
-                    help="rl2.Config.ent_coef (default 0.01)")
+    _common.add_rl2_probe_args(ap, {
+        "gamma": "0.99", "gae_lambda": "0.3", "num_tasks": "64 at n <= 10, else 32",
+        "learning_rate": "1e-3", "ent_coef": "0.01"})
     ap.add_argument("--ckpt-dir", default="benchmarks/out/rl2_mdp")
     args = ap.parse_args(argv)
-    overrides = {k: getattr(args, k) for k in ("gamma", "gae_lambda", "num_tasks",
-                                               "learning_rate", "ent_coef")
-                 if getattr(args, k) is not None}
+    overrides = _common.rl2_probe_overrides(args)
 
     episodes = [int(x) for x in (args.episodes or ("2" if args.quick else "10,25")).split(",")]
     cells = (args.cells or "gru").split(",")

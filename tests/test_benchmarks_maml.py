@@ -63,5 +63,15 @@ def test_rl2_probe_overrides_replace_only_their_fields(module, args):
         rl2_config(*args, gamma=1.5)
 
 
+def test_rl2_probe_flags_give_only_what_was_passed():
+    _common = _import_bench("_common")
+    ap = argparse.ArgumentParser()
+    _common.add_rl2_probe_args(ap, {f: "x" for f in _common.RL2_PROBE_FIELDS})
+    assert _common.rl2_probe_overrides(ap.parse_args([])) == {}
+    args = ap.parse_args(["--gamma", "0.99", "--num-tasks", "32"])
+    assert _common.rl2_probe_overrides(args) == {"gamma": 0.99, "num_tasks": 32}
+    assert isinstance(args.num_tasks, int)
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
