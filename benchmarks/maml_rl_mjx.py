@@ -12,8 +12,9 @@ trajectories × H = ``--horizon``; the paper used 40 × 20 × H = 200 for 500+ i
 evaluated with the paper's meta-test protocol on 40 fresh test tasks: 3 VPG steps, each on
 ``--eval-episodes`` new trajectories, step α then α/2, at the training horizon and, for the
 comparison with the paper's H = 200 numbers, again at H = 200 (the same parameters). The task
-batch is sharded over ``--devices`` host devices (default 1, see :func:`mesh_for`). Training runs in jitted chunks with a
-checkpoint after each (``benchmarks/out/maml_rl_mjx/``): a killed run continues with ``--resume``.
+batch is sharded over ``--devices`` host devices (default: one per core, see :func:`mesh_for`).
+Training runs in jitted chunks with a checkpoint after each (``benchmarks/out/maml_rl_mjx/``): a
+killed run continues with ``--resume``.
 
 Warehouse: the same table, and the return per friction bin of the test tasks (80 tasks).
 
@@ -65,10 +66,10 @@ DEVICES = 1  # set by --devices
 def mesh_for(num_tasks: int) -> Mesh | None:
     """The ``"tasks"`` mesh over ``--devices`` host devices (``None`` on one).
 
-    Sharded MJX programs on CPU host devices deadlocked in this session (jax 0.10.2: a
-    meta-iteration, or an evaluation of a state replicated over the devices, stopped at 0 % CPU
-    and never returned; not every run), so the default is one device, and the two suites can
-    run as two processes instead (one per core).
+    Sharded MJX programs on CPU host devices deadlocked in sessions 4–10 (0 % CPU, never
+    returning): XLA:CPU's thread pool had as many threads as there were devices. ``import jmeta``
+    now sizes it (``jmeta/_host_threads.py``), and the speed configuration runs on 2 devices in
+    9.5 s per meta-iteration against 16.8 s on one (benchmarks/RESULTS.md).
     """
     devices = min(DEVICES, len(jax.devices()))
     if devices < 2 or num_tasks % devices:
@@ -120,10 +121,9 @@ def evaluate(algo, state, tasks, num_tasks: int, key: int = 123):
     """Meta-test on ``num_tasks`` tasks, in calls of :data:`EVAL_CHUNK` tasks (chunk ``c`` draws
     its tasks with ``fold_in(key, c)``).
 
-    One vmapped call over all tasks hung here, every time for the warehouse (80 tasks × 20
-    trajectories: all XLA threads parked in a futex, 0 % CPU; with XLA's multi-threaded Eigen
-    disabled too), while calls of 8 tasks never did; the state is also put on one device, as
-    an MJX program over state replicated on the CPU host devices deadlocked in session 4.
+    Chunks bound the memory of one call. (One call over 80 warehouse tasks used to hang: XLA:CPU's
+    thread pool was too small, which ``import jmeta`` now fixes; the chunked evaluation keeps
+    earlier runs' numbers reproducible.) The state is put on one device.
     """
     state = jax.device_put(state, jax.devices()[0])
     fn = jax.jit(jmeta.evaluate, static_argnums=(0, 2, 4))
@@ -196,7 +196,8 @@ def speed(args, log) -> dict:
                             hidden_sizes=(64, 64), activation="tanh", outer="trpo",
                             cg_iters=10, ls_backtracks=15)
     env, tasks = jmeta.make("halfcheetah-vel", horizon=100)
-    algo = maml_rl.make(config, env, tasks, mesh=mesh_for(num_tasks))
+    mesh = mesh_for(num_tasks)
+    algo = maml_rl.make(config, env, tasks, mesh=mesh)
     state = algo.init(jax.random.key(0))
     update = jax.jit(algo.update)
     t0 = time.perf_counter()
@@ -214,7 +215,7 @@ def speed(args, log) -> dict:
     out = {"sec_per_iter": float(np.median(times)), "times": times, "compile_s": compile_s,
            "num_tasks": num_tasks, "num_episodes": episodes, "horizon": 100,
            "env_steps_per_iter": steps, "env_steps_per_s": steps / float(np.median(times)),
-           "devices": len(jax.devices()) if mesh_for(num_tasks) else 1}
+           "devices": mesh.devices.size if mesh is not None else 1}
     log(f"speed: {out['sec_per_iter']:.2f} s per meta-iteration "
         f"({num_tasks}x{episodes}xH100, compile {compile_s:.1f} s)")
     return out
@@ -282,8 +283,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--speed-only", action="store_true", help="only the speed measurement")
     ap.add_argument("--ckpt-dir", default="benchmarks/out/maml_rl_mjx")
-    ap.add_argument("--devices", type=int, default=1,
-                    help="host devices to shard the task batch over (see mesh_for)")
+    ap.add_argument("--devices", type=int, default=len(jax.devices()),
+                    help="host devices to shard the task batch over (default: all, one per core; "
+                         "see mesh_for)")
     args = ap.parse_args(argv)
     global DEVICES
     DEVICES = args.devices

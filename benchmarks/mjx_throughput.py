@@ -182,8 +182,7 @@ def main(argv=None) -> dict:
 
     def add(row):
         rows.append(row)
-        # Written after every row: an MJX program on CPU host devices deadlocked (0 % CPU, never
-        # returned) in this session; the rows measured before such a hang are kept.
+        # Written after every row, so a run stopped part-way keeps the rows it measured.
         _common.write_json(args.out, {}, {"partial": True}, rows=rows)
         print(f"{row['env']:16s} batch {row['batch']:6d} physics {str(row['physics']):5s} "
               f"solver {row['solver']:10s} devices {row['devices']}: "
@@ -197,8 +196,7 @@ def main(argv=None) -> dict:
             # --quick measures per-task physics only: each row is an MJX compile (~40 s on one
             # core), and the nominal path is covered by tests/test_mjx.py.
             for physics in (True,) if args.quick else (True, False):
-                # --quick stays on one device: the sharded MJX programs deadlocked now and then
-                # on CPU host devices (see add()), and the test suite runs --quick.
+                # --quick stays on one device: the test suite runs it, on whatever cores it has.
                 devs = num_devices if batch % num_devices == 0 and not args.quick else 1
                 add(measure(name, batch, physics, num_steps, repeats, devs))
             if name == "halfcheetah-vel" and batch >= 256 and num_devices > 1 and not args.quick:
