@@ -1,6 +1,7 @@
 import os
 
-# Tests run on the CPU with a deterministic, small thread pool; nothing here needs an accelerator.
+# Tests run on the CPU; nothing here needs an accelerator. (`import jmeta` sizes XLA:CPU's thread
+# pool, jmeta/_host_threads.py.)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 # XLA compilation, not running, is most of this suite's time on 2 cores. LLVM's optimisation
