@@ -69,7 +69,7 @@ def mesh_for(num_tasks: int) -> Mesh | None:
     Sharded MJX programs on CPU host devices deadlocked in sessions 4–10 (0 % CPU, never
     returning): XLA:CPU's thread pool had as many threads as there were devices. ``import jmeta``
     now sizes it (``jmeta/_host_threads.py``), and the speed configuration runs on 2 devices in
-    9.5 s per meta-iteration against 16.8 s on one (benchmarks/RESULTS.md).
+    9.2 s per meta-iteration against 16.0 s on one (benchmarks/RESULTS.md).
     """
     devices = min(DEVICES, len(jax.devices()))
     if devices < 2 or num_tasks % devices:

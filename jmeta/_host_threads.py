@@ -4,12 +4,13 @@ XLA:CPU runs a program's work on one pool of threads, sized by jaxlib from the e
 variable ``NPROC`` when it is set and otherwise from the CPUs the process may run on. On a small
 machine that pool can be too small for the programs jmeta compiles, and the program then
 *deadlocks*: every thread parked in a futex, 0 % CPU, ``block_until_ready`` never returning. On
-the 2-core machine of benchmarks/RESULTS.md (jax 0.10.2, section "XLA:CPU thread pool"):
+the 2-core machine of benchmarks/RESULTS.md (jax 0.10.2; the session-11 subsection of the
+MAML-TRPO speed section):
 
 * a MAML-RL ``sample`` of halfcheetah-vel sharded over 2 host devices hung with a pool of 1 or 2
   threads and ran with 3, 4 or 8;
-* one vmapped MJX evaluation of 80 warehouse tasks on *one* device hung with 2 threads and ran
-  with 3, 4 or 8.
+* one vmapped MJX evaluation of 80 warehouse tasks on *one* device hung with 2 threads, was still
+  running 120 s in with 3 or 4 (then stopped), and ran to the end with 8.
 
 The pool needs at least one thread more than there are host devices, and some headroom beyond
 that, so jmeta asks for ``max(CPUs, host devices + 2, 4)`` threads (:func:`threads_for`).

@@ -231,7 +231,8 @@ def use_host_devices(n: int) -> None:
     Accelerators are unaffected: on a GPU machine ``jax.devices()`` are still the GPUs. The host's
     cores are shared by the ``n`` devices: on a machine with fewer cores than devices this tests
     sharded code without adding compute; with a device per core, one process uses every core
-    (halfcheetah-vel rollouts on 2 cores: 10.2 k env steps/s on one device, 16.5 k on two).
+    (halfcheetah-vel rollouts at batch 256 on 2 cores: 10.0 k env steps/s on one device, 18.0 k
+    on two; benchmarks/RESULTS.md).
 
     It also sizes XLA:CPU's thread pool for ``n`` devices (``NPROC``, unless you set it): with a
     pool of ``n`` threads or fewer, programs over the devices deadlock (:mod:`jmeta._host_threads`).

@@ -78,7 +78,7 @@ def test_import_jmeta_sizes_the_pool():
 
 def test_sharded_mjx_sample_on_two_host_devices_returns():
     """The deadlock this module prevents: this program never returned with a pool of 1 or 2
-    threads (0 % CPU; benchmarks/RESULTS.md, "XLA:CPU thread pool"), on any number of cores."""
+    threads (0 % CPU; benchmarks/RESULTS.md, session 11), on any number of cores."""
     code = textwrap.dedent("""
         import jax, jmeta
         from jax.sharding import Mesh
