@@ -19,7 +19,8 @@ The extra threads are idle when there is no work for them (one device, halfcheet
 
 :func:`ensure` runs when ``jmeta`` is imported, and again from
 :func:`jmeta.sharding.use_host_devices`; it sets ``NPROC`` only if the user has not, and only
-matters if JAX has not started its CPU backend yet (jaxlib reads ``NPROC`` then). It also sets
+matters if JAX has not started its CPU backend yet (jaxlib reads ``NPROC`` then): if it has, and
+the pool it made is smaller than jmeta's size, ``import jmeta`` warns (``RuntimeWarning``). It also sets
 ``JMETA_NPROC`` to the same value, so a child process (which inherits both) recomputes the size
 for its own device count instead of taking jmeta's value for the user's. On a GPU or TPU the pool
 only runs host-side work; the setting is harmless there.
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 
 ENV = "NPROC"
 MARK = "JMETA_NPROC"  # the value jmeta set, so that child processes can tell it from a user's
@@ -50,6 +52,16 @@ def requested_host_devices() -> int:
     if os.environ.get("JAX_NUM_CPU_DEVICES", "").strip().isdigit():
         counts.append(int(os.environ["JAX_NUM_CPU_DEVICES"]))
     return max(counts + [1])
+
+
+def backend_started() -> bool:
+    """Whether JAX has started its backends (then ``NPROC`` comes too late). Uses jax's private
+    ``xla_bridge.backends_are_initialized``; where that has moved, ``False`` (no warning)."""
+    try:
+        from jax._src import xla_bridge
+        return bool(xla_bridge.backends_are_initialized())
+    except (ImportError, AttributeError):
+        return False
 
 
 def threads_for(devices: int) -> int:
@@ -90,5 +102,12 @@ def ensure(devices: int | None = None, *, check_user_value: bool = False) -> int
     threads = threads_for(devices)
     if set_by_jmeta and int(os.environ[ENV]) >= threads:
         return int(os.environ[ENV])
+    if not set_by_jmeta and schedulable_cpus() < threads and backend_started():
+        warnings.warn(
+            f"JAX started its CPU backend before jmeta was imported, so XLA:CPU's thread pool has "
+            f"{schedulable_cpus()} thread(s), where jmeta would give it {threads}: large MJX "
+            f"programs can deadlock with that pool (0 % CPU, never returning). Import jmeta "
+            f"before creating arrays, or set {ENV}={threads} before starting Python "
+            f"(jmeta/_host_threads.py).", RuntimeWarning, stacklevel=3)
     os.environ[ENV] = os.environ[MARK] = str(threads)
     return threads

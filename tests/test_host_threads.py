@@ -97,3 +97,34 @@ def test_sharded_mjx_sample_on_two_host_devices_returns():
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("done")
+
+
+def _run_child(code: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("NPROC", "JMETA_NPROC")}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_import_after_the_backend_started_warns_on_a_small_machine():
+    # One CPU in the affinity mask: the pool JAX made (1 thread) is below jmeta's 4.
+    proc = _run_child("""
+        import os
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+        import jax.numpy as jnp
+        jnp.ones(2).block_until_ready()
+        import jmeta
+    """)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "RuntimeWarning: JAX started its CPU backend before jmeta was imported" in proc.stderr
+    assert "NPROC=4" in proc.stderr
+
+
+def test_import_before_the_backend_starts_does_not_warn():
+    proc = _run_child("""
+        import os
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+        import jax.numpy as jnp, jmeta
+        jnp.ones(2).block_until_ready()
+    """)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "RuntimeWarning" not in proc.stderr
