@@ -15,6 +15,9 @@ from jmeta import _host_threads, sharding
 def clean_env(monkeypatch):
     for var in ("NPROC", "JMETA_NPROC", "XLA_FLAGS", "JAX_NUM_CPU_DEVICES"):
         monkeypatch.delenv(var, raising=False)
+    # This process's backend is up: the sizing tests here are not about the too-late warning
+    # (tested in child processes below).
+    monkeypatch.setattr(_host_threads, "backend_started", lambda: False)
     return monkeypatch
 
 
