@@ -102,10 +102,11 @@ def ensure(devices: int | None = None, *, check_user_value: bool = False) -> int
     threads = threads_for(devices)
     if set_by_jmeta and int(os.environ[ENV]) >= threads:
         return int(os.environ[ENV])
-    if not set_by_jmeta and schedulable_cpus() < threads and backend_started():
+    cpus = schedulable_cpus()
+    if not set_by_jmeta and cpus < threads and backend_started():
         warnings.warn(
             f"JAX started its CPU backend before jmeta was imported, so XLA:CPU's thread pool has "
-            f"{schedulable_cpus()} thread(s), where jmeta would give it {threads}: large MJX "
+            f"{cpus} thread(s), where jmeta would give it {threads}: large MJX "
             f"programs can deadlock with that pool (0 % CPU, never returning). Import jmeta "
             f"before creating arrays, or set {ENV}={threads} before starting Python "
             f"(jmeta/_host_threads.py).", RuntimeWarning, stacklevel=3)

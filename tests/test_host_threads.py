@@ -21,6 +21,17 @@ def clean_env(monkeypatch):
     return monkeypatch
 
 
+def _run_child(code: str, host_devices: int | None = None,
+               timeout: int = 120) -> subprocess.CompletedProcess:
+    """Runs ``code`` in a fresh Python with no NPROC of ours (and ``host_devices`` forced)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("NPROC", "JMETA_NPROC")}
+    if host_devices is not None:
+        env["XLA_FLAGS"] = " ".join([env.get("XLA_FLAGS", ""),
+                                     f"--xla_force_host_platform_device_count={host_devices}"])
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def test_requested_host_devices_reads_xla_flags_and_jax_env(clean_env):
     assert _host_threads.requested_host_devices() == 1
     clean_env.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0 "
@@ -71,18 +82,17 @@ def test_a_users_too_small_nproc_is_an_error_for_host_devices(clean_env, value, 
 
 
 def test_import_jmeta_sizes_the_pool():
-    code = "import os, jmeta; print(os.environ['NPROC'], os.environ['JMETA_NPROC'])"
-    env = {k: v for k, v in os.environ.items() if k not in ("NPROC", "JMETA_NPROC")}
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=3"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=120, check=True).stdout.split()
+    proc = _run_child("import os, jmeta; print(os.environ['NPROC'], os.environ['JMETA_NPROC'])",
+                      host_devices=3)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout.split()
     assert out == [str(max(_host_threads.schedulable_cpus(), 5))] * 2
 
 
 def test_sharded_mjx_sample_on_two_host_devices_returns():
     """The deadlock this module prevents: this program never returned with a pool of 1 or 2
     threads (0 % CPU; benchmarks/RESULTS.md, session 11), on any number of cores."""
-    code = textwrap.dedent("""
+    proc = _run_child("""
         import jax, jmeta
         from jax.sharding import Mesh
         from jmeta.algorithms import maml_rl
@@ -92,20 +102,9 @@ def test_sharded_mjx_sample_on_two_host_devices_returns():
         state = algo.init(jax.random.key(0))
         data = jax.jit(algo.sample)(state.params, jax.random.key(1))
         print(jax.block_until_ready(data.returns).shape, "done")
-    """)
-    env = {k: v for k, v in os.environ.items() if k not in ("NPROC", "JMETA_NPROC")}
-    env["XLA_FLAGS"] = " ".join([env.get("XLA_FLAGS", ""),
-                                 "--xla_force_host_platform_device_count=2"]).strip()
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          timeout=300)
+    """, host_devices=2, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("done")
-
-
-def _run_child(code: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("NPROC", "JMETA_NPROC")}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
-                          capture_output=True, text=True, timeout=120)
 
 
 def test_import_after_the_backend_started_warns_on_a_small_machine():
