@@ -61,17 +61,25 @@ RL2_PROBE_FIELDS = ("gamma", "gae_lambda", "num_tasks", "learning_rate", "ent_co
 def add_rl2_probe_args(ap: argparse.ArgumentParser, defaults: dict[str, str]) -> None:
     """Adds ``--gamma --gae-lambda --num-tasks --learning-rate --ent-coef``, overrides of the
     ``rl2.Config`` fields of the same names for probes (all default to ``None``: the script's own
-    configuration). ``defaults`` gives each field's script default in words, for the help."""
+    configuration), and ``--task-critic`` (``rl2.Config.task_critic``). ``defaults`` gives each
+    numeric field's script default in words, for the help."""
     for field in RL2_PROBE_FIELDS:
         what = "trials per iteration" if field == "num_tasks" else f"rl2.Config.{field}"
         ap.add_argument("--" + field.replace("_", "-"), default=None,
                         type=int if field == "num_tasks" else float,
                         help=f"{what} (default {defaults[field]})")
+    ap.add_argument("--task-critic", action="store_true", default=None,
+                    help="rl2.Config.task_critic: the critic also reads the task's parameters "
+                         "(meta-training only; the actor never does)")
+    ap.add_argument("--task-prediction-coef", type=float, default=None,
+                    help="rl2.Config.task_prediction_coef: weight of the auxiliary task-inference "
+                         "loss (default 0: off)")
 
 
 def rl2_probe_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The ``rl2.Config`` overrides given on the command line (see :func:`add_rl2_probe_args`)."""
-    return {f: getattr(args, f) for f in RL2_PROBE_FIELDS if getattr(args, f) is not None}
+    return {f: getattr(args, f) for f in (*RL2_PROBE_FIELDS, "task_critic", "task_prediction_coef")
+            if getattr(args, f) is not None}
 
 
 def parse_solver(text: str) -> tuple[int, int]:

@@ -93,8 +93,11 @@ def rl2_config(n: int, quick: bool, cell: str = "gru", hidden: int = 256,
 
 
 def record(metrics, i) -> dict:
-    return {"trial_return": float(metrics["trial_return"][i]),
-            "entropy": float(metrics["entropy"][i])}
+    out = {"trial_return": float(metrics["trial_return"][i]),
+           "entropy": float(metrics["entropy"][i])}
+    if "task_prediction_loss" in metrics:  # rl2.Config.task_prediction_coef > 0
+        out["task_prediction_loss"] = float(metrics["task_prediction_loss"][i])
+    return out
 
 
 TUNING_GRID = {

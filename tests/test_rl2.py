@@ -194,6 +194,7 @@ def test_short_bandit_run_beats_random_clearly():
     (dict(gamma=1.5), "gamma"),
     (dict(max_grad_norm=0.0), "max_grad_norm"),
     (dict(reward_scale=0.0), "reward_scale"),
+    (dict(task_prediction_coef=-1.0), "task_prediction_coef"),
     (dict(cell="lstm", context=8), "only the 'transformer' memory has a window"),
 ])
 def test_bad_configs(kwargs, message):
@@ -207,3 +208,100 @@ def test_bad_envs():
         rl2.make(rl2.Config(**TINY), TrialWrapper(env, 3), tasks)
     with pytest.raises(ValueError, match="hidden_size"):
         RecurrentActorCritic(action_dim=2, hidden_size=0).initial_carry()
+
+
+@pytest.mark.parametrize("cell", ["gru", "transformer"])
+def test_task_critic_reads_the_task_and_the_actor_does_not(cell):
+    # Config.task_critic: the value depends on the task's parameters, the policy never does, so
+    # meta-test behaviour is a function of the trial alone.
+    env, tasks = bandit(3)
+    comp = rl2.make_components(rl2.Config(**TINY, cell=cell, task_critic=True, num_heads=2),
+                               env, tasks)
+    state = comp.algorithm.init(jax.random.key(0))
+    a = BanditParams(arm_means=jnp.array([0.0, 1.0, 0.5]))
+    b = BanditParams(arm_means=jnp.array([0.9, 0.1, 0.3]))
+    np.testing.assert_array_equal(rl2.task_features(a), [0.0, 1.0, 0.5])
+    obs = jnp.asarray(np.random.default_rng(0).normal(size=(4, 6)), jnp.float32)
+    dist_a, values_a = comp.unroll(state.params, obs, a)
+    dist_b, values_b = comp.unroll(state.params, obs, b)
+    np.testing.assert_array_equal(dist_a, dist_b)
+    assert float(jnp.max(jnp.abs(values_a - values_b))) > 1e-4
+    # the rollout's stored values are the unroll's with the same task
+    traj, _ = comp.collect(state.params, a, jax.random.key(1))
+    _, values = comp.unroll(state.params, traj.obs, a)
+    np.testing.assert_allclose(traj.extras["value"], values, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="needs the task features"):
+        comp.unroll(state.params, obs)
+
+
+def test_task_critic_trains_without_retracing():
+    env, tasks = bandit(3)
+    algo = rl2.make(rl2.Config(**TINY, task_critic=True), env, tasks)
+    state = algo.init(jax.random.key(0))
+    update = jax.jit(chex.assert_max_traces(algo.update, n=1))
+    state, m1 = update(state)
+    state, m2 = update(state)
+    assert int(state.iteration) == 2 and np.isfinite(float(m2["value_loss"]))
+    assert "critic_task" in state.params["params"]
+
+
+def test_task_critic_errors():
+    net = RecurrentActorCritic(action_dim=2, hidden_size=4, cell="gru")
+    params = net.init(jax.random.key(0), net.initial_carry(), jnp.ones(3))
+    with pytest.raises(ValueError, match="only a task_critic network"):
+        net.apply(params, net.initial_carry(), jnp.ones(3), jnp.ones(2))
+    with pytest.raises(ValueError, match="floating-point task parameters; dict has none"):
+        rl2.task_features({"index": jnp.arange(3)})
+
+
+def _with_task_head(params, bias):
+    """``params`` with the task-prediction head replaced by the constant ``bias``."""
+    head = params["params"]["task_head"]
+    new_head = {"kernel": jnp.zeros_like(head["kernel"]), "bias": jnp.asarray(bias, jnp.float32)}
+    return {"params": {**params["params"], "task_head": new_head}}
+
+
+@pytest.mark.parametrize("cell", ["gru", "transformer"])
+def test_task_prediction_loss_by_hand(cell):
+    # Two tasks a, b; the middle arm is the same in both, so it is left out. A constant
+    # prediction of the tasks' mean leaves all of each feature's variance unexplained (loss 1); a
+    # prediction of task a leaves 0 on a and (a − b)² = 4·var on b, so 2 on average.
+    env, tasks = bandit(3)
+    comp = rl2.make_components(rl2.Config(**{**TINY, "num_tasks": 2, "num_minibatches": 1},
+                                          cell=cell, num_heads=2, task_prediction_coef=1.0),
+                               env, tasks)
+    state = comp.algorithm.init(jax.random.key(0))
+    a, b = jnp.array([0.2, 0.5, 0.9]), jnp.array([0.6, 0.5, 0.1])
+    batch = BanditParams(arm_means=jnp.stack([a, b]))
+    traj, boot = jax.vmap(comp.collect, in_axes=(None, 0, 0))(
+        state.params, batch, jax.random.split(jax.random.key(1), 2))
+    adv, targets = jax.vmap(comp.advantages)(traj, boot)
+    mb = (traj, adv, targets, batch)
+    for bias, expected in (((a + b) / 2, 1.0), (a, 2.0)):
+        _, aux = comp.loss(_with_task_head(state.params, bias), mb)
+        np.testing.assert_allclose(aux["task_prediction_loss"], expected, rtol=1e-5)
+    # the coefficient weighs the term into the loss; coefficient 0 has no head and no term
+    off = rl2.make_components(rl2.Config(**{**TINY, "num_tasks": 2, "num_minibatches": 1},
+                                         cell=cell, num_heads=2), env, tasks)
+    off_params = off.algorithm.init(jax.random.key(0)).params
+    assert "task_head" not in off_params["params"]
+    _, aux_off = off.loss(off_params, mb)
+    assert "task_prediction_loss" not in aux_off
+    # the sown head does not change what the network computes for acting
+    dist, values = comp.unroll(state.params, traj.obs[0])
+    np.testing.assert_allclose(values, traj.extras["value"][0], rtol=1e-5, atol=1e-5)
+
+
+def test_task_prediction_is_learned():
+    # a few updates with the auxiliary loss only lower it on fresh tasks
+    env, tasks = bandit(3)
+    algo = rl2.make(rl2.Config(num_tasks=32, trial_episodes=10, hidden_size=16,
+                               num_minibatches=2, learning_rate=3e-3, task_prediction_coef=5.0),
+                    env, tasks)
+    state = algo.init(jax.random.key(0))
+    update = jax.jit(chex.assert_max_traces(algo.update, n=1))
+    losses = []
+    for _ in range(30):
+        state, m = update(state)
+        losses.append(float(m["task_prediction_loss"]))
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:3]), losses

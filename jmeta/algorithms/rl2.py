@@ -94,6 +94,20 @@ class Config:
         about 1 per step over 100+ steps), so the value loss does not swamp the policy gradient
         under global-norm clipping.
       init_log_std: initial log-std of a Gaussian policy (continuous actions).
+      task_critic: an asymmetric (privileged) critic: the value head also reads the task's
+        parameters (:func:`task_features`), which the simulator knows during meta-training. The
+        actor never reads them, so the policy and meta-test adaptation are unchanged; only the
+        baseline is, and its advantages no longer carry the noise of a critic that must infer the
+        task from the trial so far.
+      task_prediction_coef: weight of an auxiliary task-inference loss (Humplik et al. 2019;
+        0: off): a linear head on the memory regresses the task's parameters
+        (:func:`task_features`) at every step of the trial. The loss is each feature's squared
+        error divided by that feature's variance over the minibatch's tasks (the fraction of
+        variance unexplained: 1 for a prediction of the mean, whatever the features' scales;
+        features that do not vary are left out), averaged over features and valid steps. Its
+        optimum is the posterior mean of the task given the trial so far, so the loss trains the
+        memory to hold a belief, with a dense supervised signal; the policy still reads only the
+        trial, and meta-test is unchanged.
     """
 
     num_tasks: int = 64
@@ -116,6 +130,8 @@ class Config:
     normalize_advantages: bool = True
     reward_scale: float = 1.0
     init_log_std: float = 0.0
+    task_critic: bool = False
+    task_prediction_coef: float = 0.0
 
     def __post_init__(self):
         for f in ("num_tasks", "trial_episodes", "hidden_size", "num_epochs", "num_minibatches",
@@ -134,7 +150,7 @@ class Config:
                              f"{self.hidden_size}")
         for f in ("learning_rate", "clip_eps", "max_grad_norm", "reward_scale"):
             check_positive_float(f, getattr(self, f))
-        for f in ("vf_coef", "ent_coef"):
+        for f in ("vf_coef", "ent_coef", "task_prediction_coef"):
             check_positive_float(f, getattr(self, f), allow_zero=True)
         for f in ("gamma", "gae_lambda"):
             v = check_positive_float(f, getattr(self, f), allow_zero=True)
@@ -181,10 +197,14 @@ class Components(NamedTuple):
       network: the :class:`RecurrentActorCritic` or :class:`TransformerActorCritic`.
       env: the trial environment (the task env wrapped in a :class:`TrialWrapper`).
       collect: ``collect(params, task, key) -> (trajectory [T], bootstrap value)`` of one trial.
-      unroll: ``unroll(params, obs [T, ...]) -> (dist, values [T])`` re-run from the zero state
-        (the Transformer's whole-trial masked attention).
+      unroll: ``unroll(params, obs [T, ...], task=None) -> (dist, values [T])`` re-run from the
+        zero state (the Transformer's whole-trial masked attention); a ``task_critic`` needs the
+        ``task``.
       advantages: ``advantages(trajectory, bootstrap) -> (GAE advantages [T], value targets [T])``
         of one collected trial.
+      loss: ``loss(params, (trajectories, advantages, targets, tasks)) -> (loss, metrics)``, PPO's
+        loss on a minibatch of trials (leading axis: trials), with the auxiliary
+        task-prediction term when ``task_prediction_coef > 0``.
       num_steps: the rollout length T.
     """
 
@@ -194,7 +214,25 @@ class Components(NamedTuple):
     collect: Callable
     unroll: Callable
     advantages: Callable
+    loss: Callable
     num_steps: int
+
+
+def task_features(task: Any) -> jax.Array:
+    """One task's parameters as a flat float32 vector: every floating-point leaf of its
+    ``EnvParams``, raveled and concatenated in pytree order (static fields such as the horizon
+    are not leaves). What a ``Config.task_critic`` reads and ``Config.task_prediction_coef``'s
+    auxiliary head predicts.
+
+    Raises:
+      ValueError: the task has no floating-point leaf.
+    """
+    leaves = [jnp.ravel(x).astype(jnp.float32) for x in jax.tree.leaves(task)
+              if jnp.issubdtype(jnp.result_type(x), jnp.floating)]
+    if not leaves:
+        raise ValueError(f"task: a task_critic needs floating-point task parameters; "
+                         f"{type(task).__name__} has none")
+    return jnp.concatenate(leaves)
 
 
 def _global_norm(tree) -> jax.Array:
@@ -240,44 +278,73 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
     else:
         raise ValueError(f"env: RL² needs a Discrete or 1-D Box action space, got {space!r}")
     trial_env = TrialWrapper(env, config.trial_episodes)
+    task_dim = 0  # width of the task-prediction head (0: no auxiliary loss)
+    if config.task_prediction_coef > 0:
+        task_dim = jax.eval_shape(lambda k: task_features(tasks.train.sample(k)),
+                                  jax.random.key(0)).shape[0]
     num_steps = config.num_steps or config.trial_episodes * task_horizon(tasks, "num_steps")
     if config.cell == "transformer":
         net = TransformerActorCritic(action_dim=action_dim, discrete=discrete,
                                      d_model=config.hidden_size, num_heads=config.num_heads,
                                      num_layers=config.num_layers,
                                      context=config.context or num_steps,
-                                     init_log_std=config.init_log_std)
+                                     init_log_std=config.init_log_std,
+                                     task_critic=config.task_critic,
+                                     task_prediction=task_dim)
     else:
         net = RecurrentActorCritic(action_dim=action_dim, discrete=discrete,
                                    hidden_size=config.hidden_size, cell=config.cell,
-                                   init_log_std=config.init_log_std)
+                                   init_log_std=config.init_log_std,
+                                   task_critic=config.task_critic,
+                                   task_prediction=task_dim)
     obs_dim = trial_env.observation_space().shape
     optimizer = maml.clipped_optimizer(optax.adam(config.learning_rate), config.max_grad_norm)
 
     sample_action, log_prob, entropy = CATEGORICAL if discrete else GAUSSIAN
 
-    def act(params, carry, obs, key):
-        carry, dist, value = net.apply(params, carry, obs)
-        action = sample_action(dist, key)
-        return carry, action, {"log_prob": log_prob(dist, action), "value": value}
+    def features(task):  # what the critic reads besides the memory: None unless task_critic
+        return task_features(task) if config.task_critic else None
 
     def collect(params, task, key):
         """One trial; returns the trajectory and V(next obs) after its last step."""
+        feats = features(task)
+
+        def act(params, carry, obs, key):
+            carry, dist, value = net.apply(params, carry, obs, feats)
+            action = sample_action(dist, key)
+            return carry, action, {"log_prob": log_prob(dist, action), "value": value}
+
         final, traj = rollout(trial_env, act, params, task, key, num_steps,
                               init_carry=net.initial_carry())
-        _, _, bootstrap = net.apply(params, final.policy_carry, final.obs)
+        _, _, bootstrap = net.apply(params, final.policy_carry, final.obs, feats)
         return traj, bootstrap
 
-    def unroll(params, obs):
+    def unroll(params, obs, task=None):
+        dist, values, _ = unroll_predicting(params, obs, task, predict=False)
+        return dist, values
+
+    def unroll_predicting(params, obs, task, predict: bool):
+        """``unroll``, also returning the sown task predictions ``[T, task_dim]`` (``None``
+        unless ``predict``)."""
+        feats = features(task) if task is not None else None
+        mutable = ["intermediates"] if predict else False
+
+        def prediction(inter):
+            return inter["intermediates"]["task_prediction"][0] if predict else None
+
         if config.cell == "transformer":  # one masked attention over the trial (= the cache)
-            return net.apply(params, obs, method=TransformerActorCritic.sequence)
+            out = net.apply(params, obs, feats, method=TransformerActorCritic.sequence,
+                            mutable=mutable)
+            (dist, values), inter = out if predict else (out, None)
+            return dist, values, prediction(inter)
 
         def step(carry, o):
-            carry, dist, value = net.apply(params, carry, o)
-            return carry, (dist, value)
+            out = net.apply(params, carry, o, feats, mutable=mutable)
+            (carry, dist, value), inter = out if predict else (out, None)
+            return carry, (dist, value, prediction(inter))
 
-        _, (dist, values) = jax.lax.scan(step, net.initial_carry(), obs)
-        return dist, values
+        _, (dist, values, preds) = jax.lax.scan(step, net.initial_carry(), obs)
+        return dist, values, preds
 
     def advantages(traj: Trajectory, bootstrap):
         values = traj.extras["value"]
@@ -291,13 +358,17 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
 
     def init(key: jax.Array) -> TrainState:
         k_params, k_state = jax.random.split(key)
-        params = net.init(k_params, net.initial_carry(), jnp.zeros(obs_dim, jnp.float32))
+        feats = features(tasks.train.sample(jax.random.key(0))) if config.task_critic else None
+        variables = net.init(k_params, net.initial_carry(), jnp.zeros(obs_dim, jnp.float32), feats)
+        params = {"params": variables["params"]}  # not the sown task predictions
         return TrainState(params=params, opt_state=optimizer.init(params), key=k_state,
                           iteration=jnp.zeros((), jnp.int32))
 
     def ppo_loss(params, mb):
-        traj, adv, targets = mb
-        dist, values = jax.vmap(unroll, in_axes=(None, 0))(params, traj.obs)
+        traj, adv, targets, task_batch = mb
+        predict = config.task_prediction_coef > 0
+        dist, values, preds = jax.vmap(unroll_predicting, in_axes=(None, 0, 0, None))(
+            params, traj.obs, task_batch, predict)
         logp = log_prob(dist, traj.action)
         valid = traj.valid
         if config.normalize_advantages:
@@ -309,7 +380,17 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
         ent = pg.masked_mean(entropy(dist), valid)
         loss = -objective + config.vf_coef * value_loss - config.ent_coef * ent
         approx_kl = pg.masked_mean((ratio - 1.0) - log_ratio, valid)
-        return loss, {"value_loss": value_loss, "entropy": ent, "approx_kl": approx_kl}
+        aux = {"value_loss": value_loss, "entropy": ent, "approx_kl": approx_kl}
+        if predict:
+            truth = jax.vmap(task_features)(task_batch)  # [tasks, task_dim]
+            var = jnp.var(truth, axis=0)
+            varies = var > 1e-8
+            weight = jnp.where(varies, 1.0 / jnp.where(varies, var, 1.0), 0.0)
+            per_step = jnp.sum(weight * (preds - truth[:, None, :]) ** 2, axis=-1) / jnp.maximum(
+                jnp.sum(varies), 1)
+            aux["task_prediction_loss"] = pg.masked_mean(per_step, valid)
+            loss = loss + config.task_prediction_coef * aux["task_prediction_loss"]
+        return loss, aux
 
     def sample_from(params, k_tasks, k_roll, num_tasks: int) -> Rollouts:
         task_batch = shard_tasks(tasks.train.sample_batch(k_tasks, num_tasks))
@@ -342,7 +423,7 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
             raise ValueError(f"data: learn takes {config.num_tasks} trials (num_tasks), got "
                              f"{jax.tree.leaves(traj.obs)[0].shape[0]}")
         adv, targets = shard_tasks(jax.vmap(advantages)(traj, bootstrap))
-        data = (traj, adv, targets)
+        data = (traj, adv, targets, task_batch)
         mb_size = config.num_tasks // config.num_minibatches
 
         def epoch(carry, k):
@@ -388,4 +469,4 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
     algorithm = Algorithm(init=init, update=update, train=scan_train(update), adapt=adapt,
                           sample=sample, learn=learn)
     return Components(algorithm=algorithm, network=net, env=trial_env, collect=collect,
-                      unroll=unroll, advantages=advantages, num_steps=num_steps)
+                      unroll=unroll, advantages=advantages, loss=ppo_loss, num_steps=num_steps)

@@ -6,6 +6,19 @@ heads read its output: the actor (categorical logits, or a Gaussian mean with a 
 log-std) and the critic (a scalar value). Orthogonal initialisation throughout (actor head scale
 0.01, critic 1.0, as in the PPO implementation details of Huang et al. 2022).
 
+With ``task_critic=True`` the critic also reads the task's parameters (an *asymmetric*, or
+privileged, critic: Pinto et al. 2018; Humplik et al. 2019): ``value = Dense(1)(tanh(Dense(hidden)
+([h, task])))``. The actor reads ``h`` only, so the policy, and meta-test adaptation, never see the
+task; only the value baseline of meta-training does, and its advantages are far less noisy when
+the critic does not have to infer the task from the trial so far.
+
+With ``task_prediction=d`` a linear head reads ``h`` and predicts the task's ``d`` features (an
+auxiliary task-inference loss, Humplik et al. 2019: trained by regression on the true task, its
+optimum is the posterior mean of the task given the trial so far, so it pushes the memory to hold a
+belief). It is only *sown* (flax ``sow``, collection ``"intermediates"``, name
+``"task_prediction"``): ``__call__``'s outputs do not change, and the prediction is read only by
+an ``apply`` with ``mutable=["intermediates"]``.
+
 The recurrent state is the rollout's ``carry`` (:mod:`jmeta.rollout`): it starts at
 :meth:`RecurrentActorCritic.initial_carry` (zeros) at the start of a trial and is carried across
 the episodes of the trial, never reset inside it, so what the agent learned about the task
@@ -38,6 +51,29 @@ def check_cell(cell: str) -> str:
     return cell
 
 
+def critic_head(h: jax.Array, task: jax.Array | None, task_critic: bool, width: int) -> jax.Array:
+    """The value head, inside a compact module: linear in ``h``, or with ``task_critic`` a
+    one-hidden-layer tanh MLP over ``[h, task]`` (named ``critic_task`` and ``critic``)."""
+    if task_critic:
+        if task is None:
+            raise ValueError("task: a task_critic network needs the task features")
+        task = jnp.broadcast_to(task, h.shape[:-1] + task.shape[-1:])
+        h = jnp.tanh(nn.Dense(width, kernel_init=nn.initializers.orthogonal(np.sqrt(2.0)),
+                              name="critic_task")(jnp.concatenate([h, task], axis=-1)))
+    elif task is not None:
+        raise ValueError("task: only a task_critic network reads task features")
+    return nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0), name="critic")(h)[..., 0]
+
+
+def sow_task_prediction(module: nn.Module, h: jax.Array, width: int) -> None:
+    """Sows a linear prediction of the task's ``width`` features from ``h`` (inside a compact
+    module; none when ``width`` is 0)."""
+    if width:
+        module.sow("intermediates", "task_prediction",
+                   nn.Dense(width, kernel_init=nn.initializers.orthogonal(1.0),
+                            name="task_head")(h))
+
+
 class RecurrentActorCritic(nn.Module):
     """LSTM/GRU core with actor and critic heads.
 
@@ -47,9 +83,14 @@ class RecurrentActorCritic(nn.Module):
       hidden_size: width of the recurrent core.
       cell: ``"lstm"`` or ``"gru"``.
       init_log_std: initial log-std of the Gaussian head.
+      task_critic: the critic also reads the task features passed to ``__call__`` (see the module
+        docstring); the actor never does.
+      task_prediction: width of the sown task-prediction head (0: none; see the module
+        docstring).
 
-    ``__call__(carry, obs) -> (carry, dist, value)`` advances one step: ``dist`` is the logits
-    ``[..., action_dim]`` or ``(mean, log_std)``, ``value`` has the batch shape of ``obs[..., 0]``.
+    ``__call__(carry, obs, task=None) -> (carry, dist, value)`` advances one step: ``dist`` is the
+    logits ``[..., action_dim]`` or ``(mean, log_std)``, ``value`` has the batch shape of
+    ``obs[..., 0]``; ``task`` is the ``[..., task_dim]`` feature vector a ``task_critic`` needs.
     """
 
     action_dim: int
@@ -57,6 +98,8 @@ class RecurrentActorCritic(nn.Module):
     hidden_size: int = 256
     cell: str = "lstm"
     init_log_std: float = 0.0
+    task_critic: bool = False
+    task_prediction: int = 0
 
     def _core(self) -> nn.Module:
         kwargs = dict(features=self.hidden_size, kernel_init=nn.initializers.orthogonal(1.0),
@@ -66,12 +109,13 @@ class RecurrentActorCritic(nn.Module):
         return nn.GRUCell(**kwargs)
 
     @nn.compact
-    def __call__(self, carry: Any, obs: jax.Array):
+    def __call__(self, carry: Any, obs: jax.Array, task: jax.Array | None = None):
         check_cell(self.cell)
         carry, h = self._core()(carry, obs)
         out = nn.Dense(self.action_dim, kernel_init=nn.initializers.orthogonal(0.01),
                        name="actor")(h)
-        value = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0), name="critic")(h)[..., 0]
+        value = critic_head(h, task, self.task_critic, self.hidden_size)
+        sow_task_prediction(self, h, self.task_prediction)
         if self.discrete:
             return carry, out, value
         log_std = self.param("log_std", nn.initializers.constant(self.init_log_std),

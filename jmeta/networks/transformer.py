@@ -68,6 +68,11 @@ class TransformerActorCritic(nn.Module):
       num_layers: Transformer blocks.
       context: attention window in steps (``>= 1``).
       init_log_std: initial log-std of the Gaussian head.
+      task_critic: the critic also reads task features (``__call__``'s and ``sequence``'s
+        ``task``): a tanh layer over ``[h, task]`` before the value, as in
+        :class:`jmeta.networks.RecurrentActorCritic`; the actor never reads them.
+      task_prediction: width of a sown linear task-prediction head on the final features, as in
+        :class:`jmeta.networks.RecurrentActorCritic` (0: none).
     """
 
     action_dim: int
@@ -77,6 +82,8 @@ class TransformerActorCritic(nn.Module):
     num_layers: int = 2
     context: int = 64
     init_log_std: float = 0.0
+    task_critic: bool = False
+    task_prediction: int = 0
 
     def _check(self) -> None:
         for name in ("d_model", "num_heads", "num_layers", "context"):
@@ -103,6 +110,13 @@ class TransformerActorCritic(nn.Module):
         self.actor = nn.Dense(self.action_dim, kernel_init=nn.initializers.orthogonal(0.01),
                               name="actor")
         self.critic = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0), name="critic")
+        if self.task_critic:
+            self.critic_task = nn.Dense(self.d_model,
+                                        kernel_init=nn.initializers.orthogonal(np.sqrt(2.0)),
+                                        name="critic_task")
+        if self.task_prediction:
+            self.task_head = nn.Dense(self.task_prediction,
+                                      kernel_init=nn.initializers.orthogonal(1.0), name="task_head")
         if not self.discrete:
             self.log_std = self.param("log_std", nn.initializers.constant(self.init_log_std),
                                       (self.action_dim,))
@@ -116,15 +130,25 @@ class TransformerActorCritic(nn.Module):
     def _mlp(self, i, h):
         return h + self.mlp_out[i](jax.nn.gelu(self.mlp_in[i](self.ln2[i](h))))
 
-    def _heads(self, h):
+    def _heads(self, h, task):
         h = self.ln_f(h)
         out = self.actor(h)
-        value = self.critic(h)[..., 0]
+        if self.task_prediction:
+            self.sow("intermediates", "task_prediction", self.task_head(h))
+        if self.task_critic:
+            if task is None:
+                raise ValueError("task: a task_critic network needs the task features")
+            task = jnp.broadcast_to(task, h.shape[:-1] + task.shape[-1:])
+            value = self.critic(jnp.tanh(self.critic_task(jnp.concatenate([h, task], -1))))[..., 0]
+        elif task is not None:
+            raise ValueError("task: only a task_critic network reads task features")
+        else:
+            value = self.critic(h)[..., 0]
         if self.discrete:
             return out, value
         return (out, jnp.broadcast_to(self.log_std, out.shape)), value
 
-    def __call__(self, carry: KVCache, obs: jax.Array):
+    def __call__(self, carry: KVCache, obs: jax.Array, task: jax.Array | None = None):
         """One step: ``(cache, obs [*batch, obs_dim]) -> (cache, dist, value)``."""
         t = carry.time
         h = self._tokens(obs, t)
@@ -148,10 +172,10 @@ class TransformerActorCritic(nn.Module):
             new_values.append(values)
         carry = KVCache(keys=jnp.stack(new_keys, axis=-4), values=jnp.stack(new_values, axis=-4),
                         time=t + 1)
-        dist, value = self._heads(h)
+        dist, value = self._heads(h, task)
         return carry, dist, value
 
-    def sequence(self, obs: jax.Array):
+    def sequence(self, obs: jax.Array, task: jax.Array | None = None):
         """A whole trial from the empty cache: ``obs [T, obs_dim] -> (dist [T], value [T])``."""
         steps = obs.shape[0]
         pos = jnp.arange(steps)
@@ -166,7 +190,7 @@ class TransformerActorCritic(nn.Module):
             att = jnp.einsum("hts,shd->thd", jax.nn.softmax(logits, axis=-1), v)
             h = h + self.proj[i](att.reshape(steps, self.d_model))
             h = self._mlp(i, h)
-        return self._heads(h)
+        return self._heads(h, task)
 
     def initial_carry(self, batch_shape: tuple[int, ...] = ()) -> KVCache:
         """The empty cache of a trial's first step."""
