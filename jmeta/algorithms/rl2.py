@@ -101,10 +101,11 @@ class Config:
         task from the trial so far.
       task_prediction_coef: weight of an auxiliary task-inference loss (Humplik et al. 2019;
         0: off): a linear head on the memory regresses the task's parameters
-        (:func:`task_features`) at every step of the trial. The loss is each feature's squared
-        error divided by that feature's variance over the minibatch's tasks (the fraction of
-        variance unexplained: 1 for a prediction of the mean, whatever the features' scales;
-        features that do not vary are left out), averaged over features and valid steps. Its
+        (:func:`task_features`) at every step of the trial. It predicts each feature
+        standardised by the training distribution's mean and standard deviation
+        (:func:`task_feature_stats`), so the loss, the squared error averaged over features and
+        valid steps, is the fraction of variance left unexplained: 1 for a prediction of the
+        prior mean, whatever the features' scales (features that do not vary are left out). Its
         optimum is the posterior mean of the task given the trial so far, so the loss trains the
         memory to hold a belief, with a dense supervised signal; the policy still reads only the
         trial, and meta-test is unchanged.
@@ -235,6 +236,16 @@ def task_features(task: Any) -> jax.Array:
     return jnp.concatenate(leaves)
 
 
+def task_feature_stats(tasks: TaskDistribution, num_tasks: int = 4096,
+                       key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Mean and standard deviation of :func:`task_features` over ``num_tasks`` tasks sampled
+    from ``tasks`` (``key`` defaults to ``jax.random.key(0)``, so the statistics are fixed for a
+    given distribution): how ``Config.task_prediction_coef``'s targets are standardised."""
+    key = jax.random.key(0) if key is None else key
+    feats = jax.vmap(task_features)(tasks.sample_batch(key, num_tasks))
+    return jnp.mean(feats, axis=0), jnp.std(feats, axis=0)
+
+
 def _global_norm(tree) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
 
@@ -280,8 +291,10 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
     trial_env = TrialWrapper(env, config.trial_episodes)
     task_dim = 0  # width of the task-prediction head (0: no auxiliary loss)
     if config.task_prediction_coef > 0:
-        task_dim = jax.eval_shape(lambda k: task_features(tasks.train.sample(k)),
-                                  jax.random.key(0)).shape[0]
+        feat_mean, feat_std = task_feature_stats(tasks.train)
+        task_dim = feat_mean.shape[0]
+        varies = feat_std > 1e-6  # constant features are left out of the loss
+        feat_scale = jnp.where(varies, 1.0 / jnp.where(varies, feat_std, 1.0), 0.0)
     num_steps = config.num_steps or config.trial_episodes * task_horizon(tasks, "num_steps")
     if config.cell == "transformer":
         net = TransformerActorCritic(action_dim=action_dim, discrete=discrete,
@@ -382,12 +395,10 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
         approx_kl = pg.masked_mean((ratio - 1.0) - log_ratio, valid)
         aux = {"value_loss": value_loss, "entropy": ent, "approx_kl": approx_kl}
         if predict:
-            truth = jax.vmap(task_features)(task_batch)  # [tasks, task_dim]
-            var = jnp.var(truth, axis=0)
-            varies = var > 1e-8
-            weight = jnp.where(varies, 1.0 / jnp.where(varies, var, 1.0), 0.0)
-            per_step = jnp.sum(weight * (preds - truth[:, None, :]) ** 2, axis=-1) / jnp.maximum(
-                jnp.sum(varies), 1)
+            # standardised truth [tasks, 1, task_dim]; 0 where a feature does not vary
+            truth = ((jax.vmap(task_features)(task_batch) - feat_mean) * feat_scale)[:, None, :]
+            per_step = jnp.sum(jnp.where(varies, (preds - truth) ** 2, 0.0), axis=-1) \
+                / jnp.maximum(jnp.sum(varies), 1)
             aux["task_prediction_loss"] = pg.masked_mean(per_step, valid)
             loss = loss + config.task_prediction_coef * aux["task_prediction_loss"]
         return loss, aux
