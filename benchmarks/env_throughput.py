@@ -23,21 +23,18 @@ over ``--passes`` passes of each configuration's median; issue target >= 5 M/s o
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_force_host_platform_device_count={os.cpu_count()}")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _host_devices  # noqa: E402,F401  (one host device per core; before JAX starts)
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 import jmeta  # noqa: E402

@@ -33,20 +33,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import time
 from pathlib import Path
 
-if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_force_host_platform_device_count={os.cpu_count()}")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _host_devices  # noqa: E402,F401  (one host device per core; before JAX starts)
 
 import jax
 import numpy as np
 from jax.sharding import Mesh
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 import jmeta  # noqa: E402
