@@ -9,8 +9,9 @@ log-std) and the critic (a scalar value). Orthogonal initialisation throughout (
 With ``task_critic=True`` the critic also reads the task's parameters (an *asymmetric*, or
 privileged, critic: Pinto et al. 2018; Humplik et al. 2019): ``value = Dense(1)(tanh(Dense(hidden)
 ([h, task])))``. The actor reads ``h`` only, so the policy, and meta-test adaptation, never see the
-task; only the value baseline of meta-training does, and its advantages are far less noisy when
-the critic does not have to infer the task from the trial so far.
+task; only the value baseline of meta-training does, so the advantages need not carry the error
+of a critic that must infer the task from the trial so far (on jmeta's bandit and MDP benchmarks
+this did not improve RL²: ``benchmarks/RESULTS.md``).
 
 With ``task_prediction=d`` a linear head reads ``h`` and predicts the task's ``d`` features (an
 auxiliary task-inference loss, Humplik et al. 2019: trained by regression on the true task, its
