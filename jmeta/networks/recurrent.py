@@ -52,17 +52,29 @@ def check_cell(cell: str) -> str:
     return cell
 
 
+def critic_input(h: jax.Array, task: jax.Array | None, task_critic: bool) -> jax.Array | None:
+    """``[h, task]`` (``task`` broadcast over ``h``'s batch shape) for a ``task_critic`` network,
+    ``None`` for a plain one; shared by the recurrent and the Transformer networks.
+
+    Raises:
+      ValueError: a ``task_critic`` network without ``task``, or a plain one given ``task``.
+    """
+    if not task_critic:
+        if task is not None:
+            raise ValueError("task: only a task_critic network reads task features")
+        return None
+    if task is None:
+        raise ValueError("task: a task_critic network needs the task features")
+    return jnp.concatenate([h, jnp.broadcast_to(task, h.shape[:-1] + task.shape[-1:])], axis=-1)
+
+
 def critic_head(h: jax.Array, task: jax.Array | None, task_critic: bool, width: int) -> jax.Array:
     """The value head, inside a compact module: linear in ``h``, or with ``task_critic`` a
     one-hidden-layer tanh MLP over ``[h, task]`` (named ``critic_task`` and ``critic``)."""
-    if task_critic:
-        if task is None:
-            raise ValueError("task: a task_critic network needs the task features")
-        task = jnp.broadcast_to(task, h.shape[:-1] + task.shape[-1:])
+    x = critic_input(h, task, task_critic)
+    if x is not None:
         h = jnp.tanh(nn.Dense(width, kernel_init=nn.initializers.orthogonal(np.sqrt(2.0)),
-                              name="critic_task")(jnp.concatenate([h, task], axis=-1)))
-    elif task is not None:
-        raise ValueError("task: only a task_critic network reads task features")
+                              name="critic_task")(x))
     return nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0), name="critic")(h)[..., 0]
 
 

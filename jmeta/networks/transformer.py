@@ -27,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from jmeta.networks.recurrent import critic_input
+
 
 @struct.dataclass
 class KVCache:
@@ -135,15 +137,8 @@ class TransformerActorCritic(nn.Module):
         out = self.actor(h)
         if self.task_prediction:
             self.sow("intermediates", "task_prediction", self.task_head(h))
-        if self.task_critic:
-            if task is None:
-                raise ValueError("task: a task_critic network needs the task features")
-            task = jnp.broadcast_to(task, h.shape[:-1] + task.shape[-1:])
-            value = self.critic(jnp.tanh(self.critic_task(jnp.concatenate([h, task], -1))))[..., 0]
-        elif task is not None:
-            raise ValueError("task: only a task_critic network reads task features")
-        else:
-            value = self.critic(h)[..., 0]
+        x = critic_input(h, task, self.task_critic)
+        value = self.critic(h if x is None else jnp.tanh(self.critic_task(x)))[..., 0]
         if self.discrete:
             return out, value
         return (out, jnp.broadcast_to(self.log_std, out.shape)), value
