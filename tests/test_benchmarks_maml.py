@@ -63,6 +63,23 @@ def test_rl2_probe_overrides_replace_only_their_fields(module, args):
         rl2_config(*args, gamma=1.5)
 
 
+@pytest.mark.parametrize("module,n,expected", [
+    # (num_tasks, gamma, gae_lambda, learning_rate, ent_coef) of the runs in benchmarks/RESULTS.md
+    ("rl2_bandits", 10, (256, 1.0, 1.0, 1e-3, 0.01)),    # 6.61 at n=10, k=5
+    ("rl2_bandits", 100, (256, 0.99, 0.3, 3e-4, 0.03)),  # 78.0 at n=100, k=10
+    ("rl2_bandits", 500, (16, 0.99, 0.3, 3e-4, 0.03)),   # 377.2 at n=500, k=10
+    ("rl2_mdp", 10, (256, 0.99, 0.3, 3e-4, 0.03)),       # 124.2 at n=10
+    ("rl2_mdp", 25, (64, 0.99, 0.3, 3e-4, 0.03)),        # 297.6 at n=25
+])
+def test_rl2_full_protocol_is_the_measured_configuration(module, n, expected):
+    rl2_config = _import_bench(module).rl2_config
+    config = rl2_config(n, False) if module == "rl2_bandits" else rl2_config(n, "gru", False)
+    assert (config.num_tasks, config.gamma, config.gae_lambda, config.learning_rate,
+            config.ent_coef) == expected
+    assert (config.hidden_size, config.cell, config.num_minibatches, config.num_epochs) == (
+        256, "gru", 4, 4)
+
+
 def test_rl2_probe_flags_give_only_what_was_passed():
     _common = _import_bench("_common")
     ap = argparse.ArgumentParser()
