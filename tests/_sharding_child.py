@@ -144,7 +144,7 @@ def single(out_path: str, work: str):
     result["rl2"] = out
 
     # --- task_map: a per-task while_loop runs on each device without collectives -----------------
-    from jmeta.algorithms.base import task_map, task_constraint
+    from jmeta.algorithms.base import shard_map_compiles, task_map, task_constraint
 
     def per_task(scale, x):  # a data-dependent trip count per task, as in MJX's solver
         return jax.lax.while_loop(lambda c: c[1] < x, lambda c: (c[0] + scale, c[1] + 1.0),
@@ -163,6 +163,7 @@ def single(out_path: str, work: str):
         "collectives": _collectives(mapped.lower(2.0, xs).compile().as_text()),
         "constraint_collectives": _collectives(constrained.lower(2.0, xs).compile().as_text()),
         "not_divisible_values": odd.tolist(),
+        "shard_map": shard_map_compiles(mesh4),
         "bad_in_axes": error_of(lambda: task_map(mesh4, per_task, (None, 1))),
     }
 

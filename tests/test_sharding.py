@@ -73,12 +73,18 @@ def test_maml_rl_runner_on_four_devices_equals_one(single):
 def test_task_map_runs_per_task_loops_without_collectives(single):
     """jmeta.algorithms.base.task_map: shard_map over the task axis equals vmap, lays the result
     along "tasks", and a per-task while_loop compiles with no collective, where the same vmap under
-    a sharding constraint needs one per iteration of the loop's condition."""
+    a sharding constraint needs one per iteration of the loop's condition. (With jax >= 0.11 on
+    CPU host devices task_map takes that constraint path: XLA:CPU crashes compiling shard-mapped
+    MJX programs there, see ``base.shard_map_compiles``.)"""
     t = single["task_map"]
     assert t["values"] == t["vmap_values"] == [2.0 * i for i in range(8)]
     assert t["spec"] == ["tasks"]
-    assert t["collectives"] == 0
     assert t["constraint_collectives"] >= 1, t
+    assert t["shard_map"] == (tuple(jax.__version_info__[:2]) < (0, 11))  # CPU host devices
+    if t["shard_map"]:
+        assert t["collectives"] == 0
+    else:
+        assert t["collectives"] == t["constraint_collectives"]
     assert t["not_divisible_values"] == [2.0 * i for i in range(6)]  # 6 tasks on 4 devices
     assert t["bad_in_axes"] == "task_map: in_axes must each be 0 or None, got (None, 1)"
 

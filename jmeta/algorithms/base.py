@@ -98,12 +98,34 @@ def check_mesh(mesh: jax.sharding.Mesh, num_tasks: int, field: str = "num_tasks"
 
 def task_constraint(mesh: jax.sharding.Mesh | None) -> Callable[[Any], Any]:
     """``tree -> tree`` laying every leaf's leading (task) axis along the mesh's ``"tasks"`` axis
-    (``with_sharding_constraint``); the identity for ``mesh=None``."""
+    (``with_sharding_constraint``); the identity for ``mesh=None``.
+
+    A leaf whose leading axis the ``"tasks"`` axis does not divide is left unconstrained (XLA
+    lays it out): jax >= 0.11 rejects such uneven shardings (``IndivisibleError`` on the
+    jitted function's outputs), where 0.10 padded them. The algorithms' task batches are always
+    divisible (:func:`check_mesh`); this concerns other batch sizes, e.g. evaluation."""
     if mesh is None:
         return lambda tree: tree
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(TASK_AXIS))
-    return lambda tree: jax.tree.map(
-        lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
+    size = mesh.shape[TASK_AXIS]
+
+    def constrain(x):
+        if x.ndim == 0 or x.shape[0] % size:
+            return x
+        return jax.lax.with_sharding_constraint(x, sharding)
+
+    return lambda tree: jax.tree.map(constrain, tree)
+
+
+def shard_map_compiles(mesh: jax.sharding.Mesh) -> bool:
+    """Whether :func:`task_map` may use ``jax.shard_map`` on ``mesh``.
+
+    False on CPU host devices with jax >= 0.11: XLA:CPU's compiler crashes (segmentation fault in
+    ``backend_compile_and_load``) on MAML-RL's shard-mapped sampling of an MJX task, measured
+    with jax/jaxlib 0.11.2 on 2 host devices (``tests/test_host_threads.py``); 0.10.2 compiles
+    and runs it, and 0.11.2 runs the same program partitioned from a sharding constraint."""
+    platform = mesh.devices.flat[0].platform
+    return not (platform == "cpu" and tuple(jax.__version_info__[:2]) >= (0, 11))
 
 
 def task_map(mesh: jax.sharding.Mesh | None, fn: Callable[..., Any],
@@ -118,9 +140,11 @@ def task_map(mesh: jax.sharding.Mesh | None, fn: Callable[..., Any],
     loops with no collective at all (``tests/test_sharding.py`` counts them in the compiled
     program); the outputs are laid along the ``"tasks"`` axis.
 
-    Known limitation (jax 0.10.2, CPU host devices): MAML-RL's sampling on the MJX HalfCheetah
-    still never returns on 2 host devices, with or without this (0 collectives, every XLA
-    thread idle); MJX env steps alone under ``shard_map`` do run. See benchmarks/RESULTS.md.
+    Where :func:`shard_map_compiles` is false (CPU host devices with jax >= 0.11, whose compiler
+    crashes on shard-mapped MJX programs), the vmapped function is partitioned from sharding
+    constraints instead: the same values, with the loops' conditions reduced across devices.
+    (MJX programs on host devices used to hang, with or without ``shard_map``: XLA:CPU's thread
+    pool was too small, which ``import jmeta`` now sizes; see :mod:`jmeta._host_threads`.)
 
     Args:
       mesh: a mesh with a ``"tasks"`` axis, or ``None`` (then this is ``jax.vmap``).
@@ -129,9 +153,9 @@ def task_map(mesh: jax.sharding.Mesh | None, fn: Callable[..., Any],
         positional argument.
 
     Returns:
-      ``f(*args)`` with every output leaf stacked along a leading task axis. On a mesh the
-      mapped arguments' task count must be divisible by the ``"tasks"`` axis size; when it is
-      not, the plain sharding constraint is used instead (same values, partitioned by XLA).
+      ``f(*args)`` with every output leaf stacked along a leading task axis. ``shard_map`` needs
+      the mapped arguments' task count to be divisible by the ``"tasks"`` axis size; when it is
+      not, the sharding-constraint path is used instead (the same values, partitioned by XLA).
     """
     if any(a not in (0, None) for a in in_axes):
         raise ValueError(f"task_map: in_axes must each be 0 or None, got {in_axes}")
@@ -144,11 +168,12 @@ def task_map(mesh: jax.sharding.Mesh | None, fn: Callable[..., Any],
         in_specs=tuple(spec if a == 0 else jax.sharding.PartitionSpec() for a in in_axes))
     constrain = task_constraint(mesh)
     size = mesh.shape[TASK_AXIS]
+    use_shard_map = shard_map_compiles(mesh)
 
     def call(*args):
         num = {x.shape[0] for a, arg in zip(in_axes, args) if a == 0
                for x in jax.tree.leaves(arg)}
-        if len(num) == 1 and num.pop() % size == 0:
+        if use_shard_map and len(num) == 1 and num.pop() % size == 0:
             return sharded(*args)
         args = tuple(constrain(arg) if a == 0 else arg for a, arg in zip(in_axes, args))
         return constrain(mapped(*args))
