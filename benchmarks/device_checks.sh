@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU measurements of issue 5, as one command for the device tool (15 minutes of device time
 # per session, a machine's start included, so this stays under ~8 minutes):
-#   1. MJX throughput of halfcheetah-vel at large batches (target: >= 1 M env steps/s on one H100);
+#   1. MJX throughput of halfcheetah-vel at large batches, largest first (target: >= 1 M env
+#      steps/s on one H100; every row is a compile, and rows are written as they come);
 #   2. one MAML-TRPO meta-iteration at the pytorch-maml-rl configuration (cheetah_vel_sec_per_iter).
 # First run benchmarks/device_wheels.sh here, then, with the device tool:
 #   run(command="bash benchmarks/device_checks.sh", carry=[".device"], timeout_s=540)
@@ -26,7 +27,7 @@ for p in ("jax", "jaxlib", "flax", "optax", "chex", "orbax-checkpoint", "mujoco"
     print(f"{p} {md.version(p)}")
 PY
 timeout 300 python3 benchmarks/mjx_throughput.py --envs halfcheetah-vel \
-  --batches 1024,4096,16384,65536 --skip-accuracy --out "$OUT/mjx_throughput_gpu.json"
+  --batches 65536,16384,4096,1024 --skip-accuracy --out "$OUT/mjx_throughput_gpu.json"
 echo "mjx_throughput exit $?"
 timeout 180 python3 benchmarks/maml_rl_mjx.py --speed-only --out "$OUT/maml_rl_mjx_speed_gpu.json"
 echo "maml_rl_mjx exit $?"
