@@ -26,8 +26,8 @@ for p in ("jax", "jaxlib", "flax", "optax", "chex", "orbax-checkpoint", "mujoco"
           "brax"):
     print(f"{p} {md.version(p)}")
 PY
-timeout 300 python3 benchmarks/mjx_throughput.py --envs halfcheetah-vel \
+timeout 260 python3 benchmarks/mjx_throughput.py --envs halfcheetah-vel \
   --batches 65536,16384,4096,1024 --skip-accuracy --out "$OUT/mjx_throughput_gpu.json"
 echo "mjx_throughput exit $?"
-timeout 180 python3 benchmarks/maml_rl_mjx.py --speed-only --out "$OUT/maml_rl_mjx_speed_gpu.json"
+timeout 220 python3 benchmarks/maml_rl_mjx.py --speed-only --out "$OUT/maml_rl_mjx_speed_gpu.json"
 echo "maml_rl_mjx exit $?"
