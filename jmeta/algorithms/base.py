@@ -121,9 +121,10 @@ def shard_map_compiles(mesh: jax.sharding.Mesh) -> bool:
     """Whether :func:`task_map` may use ``jax.shard_map`` on ``mesh``.
 
     False on CPU host devices with jax >= 0.11: XLA:CPU's compiler crashes (segmentation fault in
-    ``backend_compile_and_load``) on MAML-RL's shard-mapped sampling of an MJX task, measured
-    with jax/jaxlib 0.11.2 on 2 host devices (``tests/test_host_threads.py``); 0.10.2 compiles
-    and runs it, and 0.11.2 runs the same program partitioned from a sharding constraint."""
+    ``backend_compile_and_load``) on any ``mujoco.mjx.step`` inside ``jax.shard_map``, measured
+    with jax/jaxlib 0.11.2 on 2 host devices (the repro is in benchmarks/RESULTS.md; MAML-RL's
+    MJX sampling in ``tests/test_host_threads.py``); 0.10.2 compiles and runs it, and 0.11.2 runs
+    the same program partitioned from sharding constraints (without the 0.10.2 speed-up)."""
     platform = mesh.devices.flat[0].platform
     return not (platform == "cpu" and tuple(jax.__version_info__[:2]) >= (0, 11))
 
