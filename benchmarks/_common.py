@@ -151,12 +151,25 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / median
 
 
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` through a temporary file and a rename, so ``path`` always holds
+    either the old or the new content, never a part."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def train_with_checkpoints(algo, iterations: int, chunk: int, ckpt_dir: Path, name: str,
                            resume: bool, log: Callable[[str], None],
                            record: Callable[[Any, int], dict], seed: int = 0):
     """Trains ``algo`` for ``iterations`` meta-iterations in jitted chunks of ``chunk``, writing a
     checkpoint (flax msgpack of the TrainState, key as raw key data) and the history after each
     chunk, so a killed run continues with ``resume=True``.
+
+    Each file is written to a temporary name and renamed over the old one, the history first and
+    then the state, so a kill at any moment leaves a readable pair whose history reaches at least
+    the state's iteration; on resume the history is cut back to the state's iteration (the rerun
+    chunk records those iterations again).
 
     Args:
       record: ``record(metrics, i) -> dict``: the history entry of the chunk's ``i``-th iteration
@@ -175,8 +188,12 @@ def train_with_checkpoints(algo, iterations: int, chunk: int, ckpt_dir: Path, na
         raw = serialization.from_bytes(state.replace(key=jax.random.key_data(state.key)),
                                        ckpt.read_bytes())
         state = raw.replace(key=jax.random.wrap_key_data(raw.key))
-        history = json.loads(hist_path.read_text())
-        log(f"{name}: resumed at iteration {int(state.iteration)}")
+        done = int(state.iteration)
+        history = [h for h in json.loads(hist_path.read_text()) if h["iteration"] <= done]
+        if len(history) != done:
+            raise RuntimeError(f"{hist_path}: {len(history)} history entries up to the "
+                               f"checkpoint's iteration {done}; the pair does not match")
+        log(f"{name}: resumed at iteration {done}")
     train = jax.jit(algo.train, static_argnames="num_iterations")
     while int(state.iteration) < iterations:
         n = min(chunk, iterations - int(state.iteration))
@@ -188,8 +205,9 @@ def train_with_checkpoints(algo, iterations: int, chunk: int, ckpt_dir: Path, na
             history.append({"iteration": int(state.iteration) - n + i + 1, **record(metrics, i),
                             "seconds": dt / n})
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.write_bytes(serialization.to_bytes(state.replace(key=jax.random.key_data(state.key))))
-        hist_path.write_text(json.dumps(history))
+        _write_atomic(hist_path, json.dumps(history).encode())
+        _write_atomic(ckpt, serialization.to_bytes(
+            state.replace(key=jax.random.key_data(state.key))))
         last = {k: v for k, v in history[-1].items() if k not in ("iteration", "seconds")}
         log(f"{name}: iteration {int(state.iteration)}/{iterations}  "
             + "  ".join(f"{k} {v:8.2f}" for k, v in last.items() if isinstance(v, float))

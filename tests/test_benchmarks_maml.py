@@ -90,5 +90,44 @@ def test_rl2_probe_flags_give_only_what_was_passed():
     assert isinstance(args.num_tasks, int)
 
 
+
+def _tiny_rl2():
+    import jmeta
+    from jmeta.algorithms import rl2
+    env, tasks = jmeta.make("bandit", num_arms=3)
+    return rl2.make(rl2.Config(num_tasks=4, trial_episodes=3, hidden_size=8, num_minibatches=2,
+                               num_epochs=1), env, tasks)
+
+
+def test_checkpointed_training_resumes_exactly_after_a_kill_between_its_writes(tmp_path):
+    """benchmarks/_common.train_with_checkpoints writes the history, then the state, each by a
+    rename: a kill between the two leaves a history ahead of the state, which resume cuts back;
+    the resumed run ends where an uninterrupted one does."""
+    import json
+
+    import jax
+    import numpy as np
+    _common = _import_bench("_common")
+    algo, record = _tiny_rl2(), lambda m, i: {"trial_return": float(m["trial_return"][i])}
+    quiet = lambda msg: None  # noqa: E731
+    full, full_hist = _common.train_with_checkpoints(algo, 6, 2, tmp_path / "a", "x", False,
+                                                     quiet, record)
+    _common.train_with_checkpoints(algo, 4, 2, tmp_path / "b", "x", False, quiet, record)
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["x.history.json", "x.msgpack"]
+    hist = tmp_path / "b" / "x.history.json"
+    ahead = json.loads(hist.read_text())
+    ahead += [{**ahead[-1], "iteration": 5}, {**ahead[-1], "iteration": 6}]
+    hist.write_text(json.dumps(ahead))  # the history of chunk 5-6 written, its state not
+    state, history = _common.train_with_checkpoints(algo, 6, 2, tmp_path / "b", "x", True,
+                                                    quiet, record)
+    assert [h["iteration"] for h in history] == [1, 2, 3, 4, 5, 6]
+    assert [h["trial_return"] for h in history] == [h["trial_return"] for h in full_hist]
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(full.params)):
+        np.testing.assert_array_equal(a, b)
+    hist.write_text(json.dumps(history[:3]))  # a history behind the state: not resumable
+    with pytest.raises(RuntimeError, match="3 history entries up to the checkpoint's iteration 6"):
+        _common.train_with_checkpoints(algo, 8, 2, tmp_path / "b", "x", True, quiet, record)
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
