@@ -80,11 +80,12 @@ def rl2_config(n: int, quick: bool, cell: str = "gru", hidden: int = 256,
     # One configuration per trial length, each the best measured one (benchmarks/RESULTS.md):
     # * n <= 10: 256 trials, γ = λ = 1, Adam 1e-3, entropy 0.01 (6.61 at 3,000 iterations). The
     #   objective is the undiscounted total reward the table reports; with Duan et al.'s γ 0.99 /
-    #   λ 0.3 the same run plateaued at 6.43.
+    #   λ 0.3 the same run had 6.43 at 1,000 iterations, against 6.55.
     # * n <= 100: 256 trials, γ 0.99, λ 0.3, Adam 3e-4, entropy 0.03 (78.0 at 1,500). Undiscounted
-    #   trials learned more slowly (74.6 at 1,500, 76.6 at 4,000); 64 trials: 76.6 at 2,500.
+    #   trials (64, Adam 1e-3) learned more slowly (74.6 at 1,500, 76.6 at 4,000); 64 trials at
+    #   this setting: 76.6 at 2,500.
     # * n > 100: 16 trials × 500 pulls, the n <= 100 optimiser (377.2 at 4,000). Undiscounted
-    #   trials stayed at random play for 1,000 iterations (279.2 at 1,500).
+    #   trials (Adam 1e-3) stayed at random play for 1,000 iterations (279.2 at 1,500).
     if n <= 10:
         setting = dict(num_tasks=256, gamma=1.0, gae_lambda=1.0, learning_rate=1e-3, ent_coef=0.01)
     else:
