@@ -151,14 +151,6 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / median
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` through a temporary file and a rename, so ``path`` always holds
-    either the old or the new content, never a part."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def train_with_checkpoints(algo, iterations: int, chunk: int, ckpt_dir: Path, name: str,
                            resume: bool, log: Callable[[str], None],
                            record: Callable[[Any, int], dict], seed: int = 0):
@@ -180,6 +172,8 @@ def train_with_checkpoints(algo, iterations: int, chunk: int, ckpt_dir: Path, na
       wall time per iteration; the first chunk includes compilation).
     """
     from flax import serialization
+
+    from jmeta.training.logs import write_atomic
 
     state = algo.init(jax.random.key(seed))
     history: list[dict] = []
@@ -205,8 +199,8 @@ def train_with_checkpoints(algo, iterations: int, chunk: int, ckpt_dir: Path, na
             history.append({"iteration": int(state.iteration) - n + i + 1, **record(metrics, i),
                             "seconds": dt / n})
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(hist_path, json.dumps(history).encode())
-        _write_atomic(ckpt, serialization.to_bytes(
+        write_atomic(hist_path, json.dumps(history))
+        write_atomic(ckpt, serialization.to_bytes(
             state.replace(key=jax.random.key_data(state.key))))
         last = {k: v for k, v in history[-1].items() if k not in ("iteration", "seconds")}
         log(f"{name}: iteration {int(state.iteration)}/{iterations}  "

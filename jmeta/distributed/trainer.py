@@ -455,9 +455,7 @@ class _FateLog:
                 kept.append(json.dumps(rec))
                 if rec.get("fate") in self.counts:
                     self.counts[rec["fate"]] += 1
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(k + "\n" for k in kept))
-            os.replace(tmp, path)
+            logs.write_atomic(path, "".join(k + "\n" for k in kept))
         self.file = open(path, "a")
 
     def write(self, fate, batch_id, iteration, version, sampler_id, reason=None):

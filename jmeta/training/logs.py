@@ -214,6 +214,17 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     return records
 
 
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Writes ``data`` to ``path`` through ``PATH.tmp`` and a rename, so a crash at any moment
+    leaves ``path`` with either its old or its new content, never a part of it."""
+    tmp = path.with_name(path.name + ".tmp")
+    if isinstance(data, str):
+        tmp.write_text(data)
+    else:
+        tmp.write_bytes(data)
+    os.replace(tmp, path)
+
 class JsonlLog:
     """An append-only JSONL file, one record per line, flushed and fsynced per batch.
 
@@ -276,9 +287,7 @@ class JsonlLog:
             kept.append(line)
         dropped = len([x for x in lines if x.strip()]) - len(kept)
         if dropped:
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_bytes(b"".join(kept))
-            os.replace(tmp, self.path)
+            write_atomic(self.path, b"".join(kept))
         return dropped
 
 

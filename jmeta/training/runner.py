@@ -234,8 +234,8 @@ class Runner:
         data = {**self._identity(), "seed": self.seed, "chunk_size": self.chunk_size,
                 "jmeta_version": _version()}
         if self.spec is not None:  # the RunSpec alone, for tools (``RunSpec.from_json``, doctor)
-            _write_atomic(self.run_dir / SPEC_FILE, self.spec.to_json() + "\n")
-        _write_atomic(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
+            logs.write_atomic(self.run_dir / SPEC_FILE, self.spec.to_json() + "\n")
+        logs.write_atomic(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
     def _checkpoints(self) -> Checkpoints:
         return Checkpoints(self.run_dir / CHECKPOINT_DIR, keep=self.keep,
@@ -599,12 +599,6 @@ def _nonfinite_scalars(metrics: Mapping[str, Any]) -> list[str]:
         if x.ndim == 1 and np.issubdtype(x.dtype, np.inexact) and not np.all(np.isfinite(x)):
             bad.append(name)
     return bad
-
-
-def _write_atomic(path: Path, text: str):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _version() -> str:
