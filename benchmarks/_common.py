@@ -62,7 +62,8 @@ def add_rl2_probe_args(ap: argparse.ArgumentParser, defaults: dict[str, str]) ->
     """Adds ``--gamma --gae-lambda --num-tasks --learning-rate --ent-coef``, overrides of the
     ``rl2.Config`` fields of the same names for probes (all default to ``None``: the script's own
     configuration), and ``--task-critic`` (``rl2.Config.task_critic``). ``defaults`` gives each
-    numeric field's script default in words, for the help."""
+    numeric field's script default in words, for the help. Also ``--task-prediction-coef``,
+    ``--outer``, ``--max-kl`` and ``--fisher-subsample``."""
     for field in RL2_PROBE_FIELDS:
         what = "trials per iteration" if field == "num_tasks" else f"rl2.Config.{field}"
         ap.add_argument("--" + field.replace("_", "-"), default=None,
@@ -74,12 +75,20 @@ def add_rl2_probe_args(ap: argparse.ArgumentParser, defaults: dict[str, str]) ->
     ap.add_argument("--task-prediction-coef", type=float, default=None,
                     help="rl2.Config.task_prediction_coef: weight of the auxiliary task-inference "
                          "loss (default 0: off)")
+    ap.add_argument("--outer", choices=("ppo", "trpo"), default=None,
+                    help="rl2.Config.outer: the meta-update (default ppo)")
+    ap.add_argument("--max-kl", type=float, default=None,
+                    help="rl2.Config.max_kl: TRPO's trust region (default 0.01)")
+    ap.add_argument("--fisher-subsample", type=int, default=None,
+                    help="rl2.Config.fisher_subsample: TRPO's Fisher from every k-th trial "
+                         "(default 1)")
 
 
 def rl2_probe_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The ``rl2.Config`` overrides given on the command line (see :func:`add_rl2_probe_args`)."""
-    return {f: getattr(args, f) for f in (*RL2_PROBE_FIELDS, "task_critic", "task_prediction_coef")
-            if getattr(args, f) is not None}
+    fields = (*RL2_PROBE_FIELDS, "task_critic", "task_prediction_coef", "outer", "max_kl",
+              "fisher_subsample")
+    return {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
 
 
 def parse_solver(text: str) -> tuple[int, int]:

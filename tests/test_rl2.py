@@ -196,6 +196,15 @@ def test_short_bandit_run_beats_random_clearly():
     (dict(reward_scale=0.0), "reward_scale"),
     (dict(task_prediction_coef=-1.0), "task_prediction_coef"),
     (dict(cell="lstm", context=8), "only the 'transformer' memory has a window"),
+    (dict(outer="sgd"), "outer: expected one of"),
+    (dict(outer="trpo", max_kl=0.0), "max_kl"),
+    (dict(outer="trpo", cg_iters=0), "cg_iters"),
+    (dict(outer="trpo", fisher_subsample=0), "fisher_subsample"),
+    (dict(outer="trpo", num_tasks=8, num_minibatches=2, fisher_subsample=9), "exceeds num_tasks"),
+    (dict(outer="trpo", cell="transformer"), "Transformer's trunk is shared"),
+    (dict(outer="trpo", separate_critic=False), "needs the critic's own core"),
+    (dict(outer="trpo", task_prediction_coef=1.0), "use outer='ppo'"),
+    (dict(cell="transformer", separate_critic=True), "only the recurrent memories"),
 ])
 def test_bad_configs(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -327,3 +336,110 @@ def test_task_prediction_leaves_out_constant_features():
     _, aux = comp.loss(_with_task_head(state.params, jnp.zeros(13)), (traj, adv, targets, batch))
     z = (jax.vmap(rl2.task_features)(batch)[:, :-1] - m[:-1]) / s[:-1]
     np.testing.assert_allclose(aux["task_prediction_loss"], np.mean(np.square(z)), rtol=1e-5)
+
+
+# --- TRPO as the outer step (Duan et al.'s own), with the critic's own recurrent core ----------
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_separate_critic_core_splits_actor_and_critic(cell):
+    shared = RecurrentActorCritic(action_dim=3, hidden_size=6, cell=cell)
+    split = RecurrentActorCritic(action_dim=3, hidden_size=6, cell=cell, separate_critic=True)
+    carry = split.initial_carry((2,))
+    assert jax.tree.structure(carry) == jax.tree.structure(
+        (shared.initial_carry((2,)), shared.initial_carry((2,))))
+    obs = jax.random.normal(jax.random.key(1), (2, 5))
+    params = split.init(jax.random.key(0), carry, obs)["params"]
+    assert set(params) == {"core", "critic_core", "actor", "critic"}
+    # the actor's pathway is exactly the shared network's with the same core and head
+    shared_params = {"params": {k: params[k] for k in ("core", "actor", "critic")}}
+    _, logits_shared, _ = shared.apply(shared_params, carry[0], obs)
+    (actor_c, critic_c), logits, value = split.apply({"params": params}, carry, obs)
+    np.testing.assert_allclose(logits, logits_shared, rtol=1e-6)
+    # the logits never read the critic's core, the value never reads the actor's
+    g_logits = jax.grad(lambda p: jnp.sum(split.apply({"params": p}, carry, obs)[1]))(params)
+    g_value = jax.grad(lambda p: jnp.sum(split.apply({"params": p}, carry, obs)[2]))(params)
+    assert all(not np.any(x) for x in jax.tree.leaves(g_logits["critic_core"]))
+    assert all(not np.any(x) for x in jax.tree.leaves(g_value["core"]))
+    assert any(np.any(x) for x in jax.tree.leaves(g_value["critic_core"]))
+    # two distinct recurrent states
+    assert not np.allclose(jax.tree.leaves(actor_c)[0], jax.tree.leaves(critic_c)[0])
+
+
+def test_trpo_step_stays_in_the_trust_region_and_the_value_fit_leaves_the_policy():
+    env, tasks = bandit(3)
+    config = rl2.Config(**{**TINY, "outer": "trpo", "max_kl": 0.02, "num_epochs": 2})
+    assert config.critic_core and not rl2.Config(**TINY).critic_core
+    comp = rl2.make_components(config, env, tasks)
+    algo = comp.algorithm
+    state = algo.init(jax.random.key(0))
+    data = jax.jit(algo.sample)(state.params, jax.random.key(3))
+    new_state, metrics = jax.jit(algo.learn)(state, data)
+    obs = data.trajectory.obs
+    old_logits, _ = jax.vmap(comp.unroll, in_axes=(None, 0))(state.params, obs)
+    new_logits, _ = jax.vmap(comp.unroll, in_axes=(None, 0))(new_state.params, obs)
+    kl = float(jnp.mean(jax.vmap(jax.vmap(jmeta.algorithms.pg.categorical_kl))(
+        old_logits, new_logits)))
+    assert bool(metrics["step_accepted"])
+    assert 0.0 < kl <= 0.02 * 1.0001, kl  # the policy moved, within the trust region
+    # approx_kl is the TRPO step's, measured before the value epochs: equal to the KL after
+    # them, so Adam's value epochs moved the critic only and the policy is the TRPO step's
+    np.testing.assert_allclose(kl, float(metrics["approx_kl"]), rtol=1e-4)
+    for name in ("core", "actor"):
+        moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))),
+                             state.params["params"][name], new_state.params["params"][name])
+        assert max(jax.tree.leaves(moved)) > 0
+    assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
+        jax.tree.leaves(state.params["params"]["critic_core"]),
+        jax.tree.leaves(new_state.params["params"]["critic_core"]))) > 0
+    # the objective improved: before the step the ratios are 1 and the normalised advantages
+    # average 0, so the loss was -ent_coef × (the old policy's entropy)
+    old_entropy = float(jnp.mean(jmeta.networks.policies.categorical_entropy(old_logits)))
+    assert float(metrics["policy_loss"]) < -config.ent_coef * old_entropy - 1e-4
+
+
+def test_trpo_update_compiles_once():
+    chex.clear_trace_counter()
+    env, tasks = bandit(3)
+    algo = rl2.make(rl2.Config(**{**TINY, "outer": "trpo"}), env, tasks)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def update(state):
+        return algo.update(state)
+
+    state, _ = update(algo.init(jax.random.key(0)))
+    state, metrics = update(state)
+    assert int(state.iteration) == 2 and np.isfinite(float(metrics["value_loss"]))
+
+
+def test_short_trpo_bandit_run_beats_random_clearly():
+    # 5-armed bandit, 10 pulls: random play averages 5.0.
+    env, tasks = jmeta.make("bandit", num_arms=5)
+    algo = rl2.make(rl2.Config(num_tasks=64, trial_episodes=10, hidden_size=32, outer="trpo",
+                               num_minibatches=2, learning_rate=3e-3, gamma=1.0, gae_lambda=1.0),
+                    env, tasks)
+    state = algo.init(jax.random.key(0))
+    state, _ = jax.jit(algo.train, static_argnames="num_iterations")(state, num_iterations=150)
+    ev = jax.jit(jmeta.evaluate, static_argnums=(0, 2, 4))(
+        algo, state, tasks.test, jax.random.key(1), 400)
+    total = float(jnp.mean(jnp.sum(ev.returns, axis=-1)))
+    assert total > 5.8, total
+
+
+def test_trpo_gauss_newton_fisher_equals_the_kl_hessian():
+    # The Gauss-Newton products (the default) and forward-over-reverse through the KL's gradient
+    # are the same matrix, so the same data give the same step (damped for conditioning).
+    env, tasks = bandit(3)
+    states = {}
+    for gn in (True, False):
+        algo = rl2.make(rl2.Config(**{**TINY, "outer": "trpo", "cg_damping": 1e-2,
+                                      "gauss_newton": gn, "fisher_subsample": 2}),
+                        env, tasks)
+        state = algo.init(jax.random.key(0))
+        data = jax.jit(algo.sample)(state.params, jax.random.key(3))
+        states[gn] = jax.jit(algo.learn)(state, data)
+    chex.assert_trees_all_close(states[True][0].params, states[False][0].params,
+                                rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(float(states[True][1]["approx_kl"]),
+                               float(states[False][1]["approx_kl"]), rtol=1e-4)

@@ -17,7 +17,12 @@ One meta-iteration (``update``), one pure function:
    value of the next observation with the carried state;
 3. ``num_epochs`` of PPO (clipped surrogate, value loss, entropy bonus) over minibatches of whole
    trials, each re-run from the zero state so gradients flow through the whole trial (BPTT), with
-   gradients clipped by global norm (Adam).
+   gradients clipped by global norm (Adam). With ``outer="trpo"`` (Duan et al.'s own outer step)
+   instead: one TRPO step of the policy on all the trials (surrogate plus entropy bonus, mean
+   KL ≤ ``max_kl``, conjugate gradient on Fisher-vector products through the whole trial), then
+   ``num_epochs`` of Adam on the value loss alone over minibatches of trials; the critic has its
+   own recurrent core (``separate_critic``), so fitting it cannot move the policy out of the
+   trust region.
 
 ``adapt(state, task, key)`` runs one trial and returns the return of each of its episodes
 (``[trial_episodes]``), so :func:`jmeta.evaluate` reports "return vs. experience" as for MAML.
@@ -42,7 +47,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jmeta.algorithms import maml, pg
+from jmeta.algorithms import maml, pg, trpo
 from jmeta.algorithms.base import (Algorithm, TrainState, check_mesh, scan_train, task_constraint,
                                   task_map)
 from jmeta.envs.base import Environment
@@ -62,6 +67,7 @@ from jmeta.types import Trajectory
 
 
 MEMORIES = CELLS + ("transformer",)
+OUTERS = ("ppo", "trpo")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +106,20 @@ class Config:
         baseline is, so the advantages need not carry the error of a critic that must infer the
         task from the trial so far. A tanh layer over ``[memory, task]`` before the value.
         Measured on the bandit and MDP benchmarks: no gain (``benchmarks/RESULTS.md``).
+      outer: the meta-update: ``"ppo"`` (default) or ``"trpo"`` (module docstring, step 3).
+      max_kl: TRPO's trust-region radius (mean KL over the valid steps; Duan et al.: 0.01).
+      cg_iters: TRPO's conjugate-gradient iterations.
+      cg_damping: damping added to TRPO's Fisher-vector products.
+      gauss_newton: TRPO's Fisher-vector products in Gauss-Newton form (``Jᵀ M J``: one linear
+        pass forward and one backward through the trials per CG iteration), which equals the
+        KL's Hessian at the current parameters; ``False``: forward-over-reverse through the KL's
+        gradient (the reference the form is tested against).
+      fisher_subsample: TRPO's Fisher-vector products use every ``fisher_subsample``-th trial
+        (the gradient and the line search use all of them), as OpenAI baselines' TRPO does (5):
+        the conjugate gradient is most of a TRPO step's cost.
+      separate_critic: the critic has its own recurrent core
+        (:class:`RecurrentActorCritic`'s ``separate_critic``); ``None``: ``True`` for TRPO, which
+        needs it, ``False`` for PPO.
       task_prediction_coef: weight of an auxiliary task-inference loss (Humplik et al. 2019;
         0: off): a linear head on the memory regresses the task's parameters
         (:func:`task_features`) at every step of the trial. It predicts each feature
@@ -134,6 +154,13 @@ class Config:
     init_log_std: float = 0.0
     task_critic: bool = False
     task_prediction_coef: float = 0.0
+    outer: str = "ppo"
+    max_kl: float = 0.01
+    cg_iters: int = 10
+    cg_damping: float = 1e-5
+    separate_critic: bool | None = None
+    gauss_newton: bool = True
+    fisher_subsample: int = 1
 
     def __post_init__(self):
         for f in ("num_tasks", "trial_episodes", "hidden_size", "num_epochs", "num_minibatches",
@@ -161,6 +188,39 @@ class Config:
         if self.num_tasks % self.num_minibatches:
             raise ValueError(f"num_minibatches: {self.num_minibatches} does not divide num_tasks "
                              f"{self.num_tasks} (minibatches are made of whole trials)")
+        if self.outer not in OUTERS:
+            raise ValueError(f"outer: expected one of {OUTERS}, got {self.outer!r}")
+        check_positive_float("max_kl", self.max_kl)
+        check_positive_int("cg_iters", self.cg_iters)
+        check_positive_int("fisher_subsample", self.fisher_subsample)
+        if self.fisher_subsample > self.num_tasks:
+            raise ValueError(f"fisher_subsample: {self.fisher_subsample} exceeds num_tasks "
+                             f"{self.num_tasks} (the Fisher needs at least one trial)")
+        check_positive_float("cg_damping", self.cg_damping, allow_zero=True)
+        if self.separate_critic is not None and not isinstance(self.separate_critic, bool):
+            raise ValueError(f"separate_critic: expected True, False or None, got "
+                             f"{self.separate_critic!r}")
+        if self.separate_critic and self.cell == "transformer":
+            raise ValueError("separate_critic: only the recurrent memories ('lstm', 'gru') have "
+                             "a separate critic core; the Transformer's trunk is shared")
+        if self.outer == "trpo":
+            if self.cell == "transformer":
+                raise ValueError("outer: 'trpo' needs a critic that does not share the policy's "
+                                 "parameters; the Transformer's trunk is shared (use 'lstm' or "
+                                 "'gru', or outer='ppo')")
+            if self.separate_critic is False:
+                raise ValueError("separate_critic: outer='trpo' needs the critic's own core (the "
+                                 "value fit would otherwise move the policy out of the trust "
+                                 "region); leave it None or set it True")
+            if self.task_prediction_coef > 0:
+                raise ValueError("task_prediction_coef: the auxiliary loss trains the policy's "
+                                 "memory, which outer='trpo' moves only by its trust-region step; "
+                                 "use outer='ppo'")
+
+    @property
+    def critic_core(self) -> bool:
+        """Whether the critic has its own recurrent core (``separate_critic`` resolved)."""
+        return self.outer == "trpo" if self.separate_critic is None else self.separate_critic
 
 
 @struct.dataclass
@@ -310,11 +370,16 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
                                    hidden_size=config.hidden_size, cell=config.cell,
                                    init_log_std=config.init_log_std,
                                    task_critic=config.task_critic,
-                                   task_prediction=task_dim)
+                                   task_prediction=task_dim,
+                                   separate_critic=config.critic_core)
     obs_dim = trial_env.observation_space().shape
     optimizer = maml.clipped_optimizer(optax.adam(config.learning_rate), config.max_grad_norm)
 
     sample_action, log_prob, entropy = CATEGORICAL if discrete else GAUSSIAN
+    if discrete:
+        kl_div = pg.categorical_kl
+    else:
+        kl_div = lambda p, q: pg.gaussian_kl(p[0], p[1], q[0], q[1])  # noqa: E731
 
     def features(task):  # what the critic reads besides the memory: None unless task_critic
         return task_features(task) if config.task_critic else None
@@ -404,6 +469,77 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
             loss = loss + config.task_prediction_coef * aux["task_prediction_loss"]
         return loss, aux
 
+    def value_loss_only(params, mb):
+        """TRPO's critic fit: the value loss on a minibatch of trials (the critic's own core and
+        head are the only parameters it reaches)."""
+        traj, _, targets, task_batch = mb
+        _, values = jax.vmap(unroll, in_axes=(None, 0, 0))(params, traj.obs, task_batch)
+        value_loss = 0.5 * pg.masked_mean((values - targets) ** 2, traj.valid)
+        return config.vf_coef * value_loss, {"value_loss": value_loss}
+
+    def trpo_policy_step(params, data):
+        """One TRPO step of the policy on all the trials: maximise the importance-weighted
+        advantage (ratios against the behaviour log-probs) plus ``ent_coef`` × entropy, within
+        mean KL(π_params ‖ π_new) ≤ ``max_kl`` over the valid steps."""
+        traj, adv, _, task_batch = data
+        valid = traj.valid
+        if config.normalize_advantages:
+            adv = pg.normalize_advantages(adv, valid)
+
+        def policy(p):
+            return jax.vmap(unroll, in_axes=(None, 0, 0))(p, traj.obs, task_batch)[0]
+
+        dist_old = jax.lax.stop_gradient(policy(params))
+
+        def loss_and_kl(p):
+            dist = policy(p)
+            ratio = jnp.exp(jnp.where(valid, log_prob(dist, traj.action)
+                                      - traj.extras["log_prob"], 0.0))
+            surrogate = pg.masked_mean(ratio * adv, valid)
+            ent = pg.masked_mean(entropy(dist), valid)
+            kl = pg.masked_mean(kl_div(dist_old, dist), valid)
+            return -(surrogate + config.ent_coef * ent), kl
+
+        # The Fisher (the KL's Hessian at params) from every fisher_subsample-th trial.
+        sub = lambda x: x[::config.fisher_subsample]  # noqa: E731
+        obs_f, tasks_f, valid_f = sub(traj.obs), jax.tree.map(sub, task_batch), sub(valid)
+        dist_old_f = jax.tree.map(sub, dist_old)
+
+        def policy_f(p):
+            return jax.vmap(unroll, in_axes=(None, 0, 0))(p, obs_f, tasks_f)[0]
+
+        def kl_f(dist):
+            return pg.masked_mean(kl_div(dist_old_f, dist), valid_f)
+
+        if config.gauss_newton:
+            # The KL's gradient in the policy's outputs vanishes at dist_old, so its Hessian in
+            # the parameters is exactly Jᵀ M J (J: the Jacobian of the outputs over the trials,
+            # M: the KL's Hessian in the outputs, a few-by-few block per step): one linear pass
+            # forward and one backward per CG iteration, against forward-over-reverse of the
+            # trials' KL gradient (about 2× the cost, measured).
+            _, outputs_jvp = jax.linearize(policy_f, params)
+            _, outputs_vjp = jax.vjp(policy_f, params)
+            _, kl_output_hvp = jax.linearize(jax.grad(kl_f), dist_old_f)
+
+            def fisher_vp(v):
+                return outputs_vjp(kl_output_hvp(outputs_jvp(v)))[0]
+        else:
+            _, kl_grad_jvp = jax.linearize(jax.grad(lambda p: kl_f(policy_f(p))), params)
+            fisher_vp = kl_grad_jvp
+
+        new_params, info = trpo.trpo_step(
+            lambda p: loss_and_kl(p)[0], lambda p: loss_and_kl(p)[1], params,
+            max_kl=config.max_kl, cg_iters=config.cg_iters, cg_damping=config.cg_damping,
+            fisher_vp=fisher_vp, loss_and_kl_fn=loss_and_kl)
+        dist = jax.lax.stop_gradient(policy(new_params))
+        return new_params, {
+            "entropy": pg.masked_mean(entropy(dist), valid),
+            "approx_kl": info.kl,
+            "policy_loss": info.loss_after,
+            "step_accepted": info.step_accepted.astype(jnp.float32),
+            "num_backtracks": info.num_backtracks,
+        }
+
     def sample_from(params, k_tasks, k_roll, num_tasks: int) -> Rollouts:
         task_batch = shard_tasks(tasks.train.sample_batch(k_tasks, num_tasks))
         roll_keys = shard_tasks(jax.random.split(k_roll, num_tasks))
@@ -436,7 +572,11 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
                              f"{jax.tree.leaves(traj.obs)[0].shape[0]}")
         adv, targets = shard_tasks(jax.vmap(advantages)(traj, bootstrap))
         data = (traj, adv, targets, task_batch)
+        params, trpo_aux = state.params, None
+        if config.outer == "trpo":
+            params, trpo_aux = trpo_policy_step(params, data)
         mb_size = config.num_tasks // config.num_minibatches
+        step_loss = value_loss_only if config.outer == "trpo" else ppo_loss
 
         def epoch(carry, k):
             params, opt_state = carry
@@ -446,7 +586,7 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
 
             def minibatch(carry, mb):
                 params, opt_state = carry
-                (loss, aux), grads = jax.value_and_grad(ppo_loss, has_aux=True)(params, mb)
+                (loss, aux), grads = jax.value_and_grad(step_loss, has_aux=True)(params, mb)
                 updates, opt_state = optimizer.update(grads, opt_state, params)
                 aux = {**aux, "loss": loss, "grad_norm": _global_norm(grads)}
                 return (optax.apply_updates(params, updates), opt_state), aux
@@ -454,7 +594,10 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
             return jax.lax.scan(minibatch, (params, opt_state), batches)
 
         (params, opt_state), aux = jax.lax.scan(
-            epoch, (state.params, state.opt_state), jax.random.split(k_perm, config.num_epochs))
+            epoch, (params, state.opt_state), jax.random.split(k_perm, config.num_epochs))
+        aux = {k: v[-1, -1] for k, v in aux.items()}
+        if trpo_aux is not None:
+            aux = {**aux, **trpo_aux}
         episode_returns = jax.vmap(per_episode_returns)(traj)
         metrics = {
             "trial_return": jnp.mean(jnp.sum(episode_returns, axis=-1)),
@@ -462,7 +605,7 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
             # per task, so the host can explain the curves by task parameters
             "task_returns": jnp.sum(episode_returns, axis=-1),
             "task_params": task_batch,
-            **{k: v[-1, -1] for k, v in aux.items()},
+            **aux,
         }
         new_state = TrainState(params=params, opt_state=opt_state, key=key,
                                iteration=state.iteration + 1)

@@ -20,6 +20,12 @@ belief). It is only *sown* (flax ``sow``, collection ``"intermediates"``, name
 ``"task_prediction"``): ``__call__``'s outputs do not change, and the prediction is read only by
 an ``apply`` with ``mutable=["intermediates"]``.
 
+With ``separate_critic=True`` the critic has its own recurrent core (``critic_core``, same cell
+and width) instead of reading the actor's: the carry is then the pair ``(actor state, critic
+state)``. The policy's parameters and the value's are then disjoint, which a trust-region outer
+step needs (RL² with ``outer="trpo"``: the value fit must not move the policy), and which Ni et
+al. (2022) recommend for recurrent model-free RL.
+
 The recurrent state is the rollout's ``carry`` (:mod:`jmeta.rollout`): it starts at
 :meth:`RecurrentActorCritic.initial_carry` (zeros) at the start of a trial and is carried across
 the episodes of the trial, never reset inside it, so what the agent learned about the task
@@ -100,6 +106,8 @@ class RecurrentActorCritic(nn.Module):
         docstring); the actor never does.
       task_prediction: width of the sown task-prediction head (0: none; see the module
         docstring).
+      separate_critic: the critic reads its own recurrent core (``critic_core``), not the
+        actor's; the carry is ``(actor state, critic state)`` (see the module docstring).
 
     ``__call__(carry, obs, task=None) -> (carry, dist, value)`` advances one step: ``dist`` is the
     logits ``[..., action_dim]`` or ``(mean, log_std)``, ``value`` has the batch shape of
@@ -113,10 +121,11 @@ class RecurrentActorCritic(nn.Module):
     init_log_std: float = 0.0
     task_critic: bool = False
     task_prediction: int = 0
+    separate_critic: bool = False
 
-    def _core(self) -> nn.Module:
+    def _core(self, name: str = "core") -> nn.Module:
         kwargs = dict(features=self.hidden_size, kernel_init=nn.initializers.orthogonal(1.0),
-                      recurrent_kernel_init=nn.initializers.orthogonal(1.0), name="core")
+                      recurrent_kernel_init=nn.initializers.orthogonal(1.0), name=name)
         if self.cell == "lstm":
             return nn.OptimizedLSTMCell(**kwargs)
         return nn.GRUCell(**kwargs)
@@ -124,10 +133,17 @@ class RecurrentActorCritic(nn.Module):
     @nn.compact
     def __call__(self, carry: Any, obs: jax.Array, task: jax.Array | None = None):
         check_cell(self.cell)
-        carry, h = self._core()(carry, obs)
+        if self.separate_critic:
+            actor_carry, critic_carry = carry
+            actor_carry, h = self._core()(actor_carry, obs)
+            critic_carry, h_critic = self._core("critic_core")(critic_carry, obs)
+            carry = (actor_carry, critic_carry)
+        else:
+            carry, h = self._core()(carry, obs)
+            h_critic = h
         out = nn.Dense(self.action_dim, kernel_init=nn.initializers.orthogonal(0.01),
                        name="actor")(h)
-        value = critic_head(h, task, self.task_critic, self.hidden_size)
+        value = critic_head(h_critic, task, self.task_critic, self.hidden_size)
         sow_task_prediction(self, h, self.task_prediction)
         if self.discrete:
             return carry, out, value
@@ -137,11 +153,13 @@ class RecurrentActorCritic(nn.Module):
 
     def initial_carry(self, batch_shape: tuple[int, ...] = ()) -> Any:
         """The zero recurrent state of a trial's first step: ``(c, h)`` for an LSTM, ``h`` for a
-        GRU, each ``[*batch_shape, hidden_size]``."""
+        GRU, each ``[*batch_shape, hidden_size]``; with ``separate_critic`` a pair of those
+        (actor's, critic's)."""
         check_cell(self.cell)
         if isinstance(self.hidden_size, bool) or not isinstance(self.hidden_size, (int, np.integer)) \
                 or self.hidden_size < 1:
             raise ValueError(f"hidden_size: expected a positive int, got {self.hidden_size!r}")
         zeros = jnp.zeros((*batch_shape, self.hidden_size), jnp.float32)
-        return (zeros, zeros) if self.cell == "lstm" else zeros
+        one = (zeros, zeros) if self.cell == "lstm" else zeros
+        return (one, one) if self.separate_critic else one
 
