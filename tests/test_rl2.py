@@ -427,10 +427,16 @@ def test_short_trpo_bandit_run_beats_random_clearly():
     assert total > 5.8, total
 
 
-def test_trpo_gauss_newton_fisher_equals_the_kl_hessian():
+@pytest.mark.parametrize("actions", ["discrete", "gaussian"])
+def test_trpo_gauss_newton_fisher_equals_the_kl_hessian(actions):
     # The Gauss-Newton products (the default) and forward-over-reverse through the KL's gradient
-    # are the same matrix, so the same data give the same step (damped for conditioning).
-    env, tasks = bandit(3)
+    # are the same matrix, so the same data give the same step (damped for conditioning); for the
+    # Gaussian head the KL's output Hessian also covers the state-independent log-std.
+    if actions == "discrete":
+        env, tasks = bandit(3)
+    else:
+        env, tasks = jmeta.make("point-nav", horizon=3)
+        env = jmeta.envs.RescaleAction(env)
     states = {}
     for gn in (True, False):
         algo = rl2.make(rl2.Config(**{**TINY, "outer": "trpo", "cg_damping": 1e-2,
