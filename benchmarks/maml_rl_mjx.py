@@ -92,6 +92,8 @@ def env_options(suite: str, args) -> dict:
     if suite in ("vel", "dir") and args.cheetah_solver != "env":
         iterations, ls_iterations = args.cheetah_solver
         options.update(iterations=iterations, ls_iterations=ls_iterations)
+    if suite in ("vel", "dir") and args.cheetah_frame_skip is not None:
+        options.update(frame_skip=args.cheetah_frame_skip)
     return options
 
 
@@ -269,6 +271,10 @@ def main(argv=None) -> dict:
                     help="outer loop: trpo (MAML-TRPO, default), promp (ProMP: LVC inner "
                          "objective, clipped outer objective with 5 Adam steps, ProMP's "
                          "defaults) or ppo")
+    ap.add_argument("--cheetah-frame-skip", type=int, default=None,
+                    help="physics steps (0.01 s) per HalfCheetah env step (default: the env's, "
+                         "5, as gym and pytorch-maml-rl; the MAML paper's rllab cheetah used 1, "
+                         "so its H = 200 is 2 s of simulation, not 10)")
     ap.add_argument("--cheetah-solver", default=CHEETAH_SOLVER,
                     type=lambda s: s if s == "env" else _common.parse_solver(s),
                     help="ITERATIONS/LS_ITERATIONS of the HalfCheetah suites' MJX solver "
@@ -331,6 +337,7 @@ def main(argv=None) -> dict:
               "solver": {"halfcheetah": args.cheetah_solver if args.cheetah_solver == "env"
                          else "/".join(map(str, args.cheetah_solver)),
                          "warehouse": "its config's default (newton 6/6, elliptic cones)",
+                         "halfcheetah_frame_skip": args.cheetah_frame_skip or "env default (5)",
                          "speed": "MJXConfig default (newton, iterations=1, ls_iterations=4)"},
               "devices": args.devices}
     _common.write_json(args.out, headline, config, results=results, speed=speed_result,

@@ -5,7 +5,11 @@ pytorch-maml-rl's ``HalfCheetahVelEnv``/``HalfCheetahDirEnv``):
 
 * model: gym's ``half_cheetah.xml`` as the ``brax`` package ships it (the same bodies, joints,
   gears and 0.01 s timestep; brax enables collisions only for the head, thighs and feet against
-  the floor, and sets 4 solver iterations); frame skip 5, so an env step is 0.05 s;
+  the floor, and sets 4 solver iterations); frame skip 5, so an env step is 0.05 s, as gym and
+  pytorch-maml-rl. The MAML authors' rllab cheetah has no frame skip (rllab's ``MujocoEnv``
+  reads one from the MJCF, whose ``half_cheetah.xml`` sets none, so it steps once per action):
+  an env step there is 0.01 s and the paper's H = 200 is 2 s of simulation, not 10. Pass
+  ``frame_skip=1`` for that protocol;
 * observation (20): ``qpos[1:]`` (8), ``qvel`` (9) and the torso's position (3);
 * action (6): torques in ``[-1, 1]``; out-of-range actions are clipped (rllab's ``normalize``)
   and the control cost is charged on the clipped action;
