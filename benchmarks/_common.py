@@ -91,6 +91,13 @@ def rl2_probe_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
 
 
+def positive_int(text: str) -> int:
+    """An argparse ``type``: a positive integer, else a usage error."""
+    if not re.fullmatch(r"[1-9]\d*", text):
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
 def parse_solver(text: str) -> tuple[int, int]:
     """``"ITERATIONS/LS_ITERATIONS"`` (e.g. ``"4/8"``) -> ``(4, 8)``: an MJX solver cap as the
     MJX benchmarks take it on the command line (usable as an argparse ``type``)."""

@@ -4,7 +4,8 @@ the warehouse robot; the speed of a whole meta-iteration at the pytorch-maml-rl 
 Learning. For each task suite, MAML-TRPO (second order, one inner VPG step, linear feature
 baseline, GAE λ = 1, γ = 0.99, normalised advantages, max-KL 0.01, 64×64 tanh Gaussian policy,
 inner step α = 0.1 as pytorch-maml-rl's HalfCheetah configs; the HalfCheetah suites with MJX's
-solver at 4 / 8 iterations, ``--cheetah-solver``, see :data:`CHEETAH_SOLVER`) is meta-trained for
+solver at 4 / 8 iterations, ``--cheetah-solver``, see :data:`CHEETAH_SOLVER`, and the paper's
+0.01 s env step, ``--cheetah-frame-skip``, see :data:`CHEETAH_FRAME_SKIP`) is meta-trained for
 ``--iterations`` meta-iterations (``--outer promp`` swaps the TRPO outer loop for ProMP's: the
 LVC inner objective and PPO's clipped outer objective, 5 Adam steps of 1e-3 per iteration, as
 Rothfuss et al. 2019) at a CPU-sized protocol (``--num-tasks`` tasks × ``--episodes``
@@ -19,8 +20,8 @@ killed run continues with ``--resume``.
 Warehouse: the same table, and the return per friction bin of the test tasks (80 tasks).
 
 Speed (``cheetah_vel_sec_per_iter``): one MAML-TRPO meta-iteration on halfcheetah-vel at
-pytorch-maml-rl's configuration (40 tasks × 20 trajectories × H = 100, 64×64 tanh, TRPO with 10 CG
-iterations and 15 line-search steps), the median over 3 iterations after compilation. The issue's
+pytorch-maml-rl's configuration (40 tasks × 20 trajectories × H = 100 at gym's frame skip 5, 64×64
+tanh, TRPO with 10 CG iterations and 15 line-search steps), the median over 3 iterations after compilation. The issue's
 reference is ~11 s per iteration for a PyTorch implementation on C MuJoCo with 2 sampler
 processes on this machine (not rerun here).
 
@@ -74,6 +75,17 @@ def mesh_for(num_tasks: int) -> Mesh | None:
     return Mesh(jax.devices()[:devices], ("tasks",))
 
 
+CHEETAH_FRAME_SKIP = 1
+"""Physics steps (0.01 s each) per HalfCheetah env step in the learning suites: 1, the MAML paper's.
+
+The authors' rllab cheetah steps once per action (rllab's ``MujocoEnv`` takes a frame skip from
+the MJCF, and rllab's ``half_cheetah.xml`` sets none), so the paper's H = 200 is 2 s of
+simulation. jmeta's env default, 5, is gym's and pytorch-maml-rl's (H = 200 is 10 s). At 5,
+second-order MAML-TRPO on halfcheetah-dir at the paper's 40 x 20 x H = 200 showed no adaptation
+in 250 iterations; at 1 the post-update return passed +190 within 50 (benchmarks/RESULTS.md,
+session 14). The speed measurement keeps pytorch-maml-rl's configuration (frame skip 5)."""
+
+
 CHEETAH_SOLVER = (4, 8)
 """Newton iterations / line-search iterations of the HalfCheetah suites' training and evaluation.
 
@@ -92,7 +104,7 @@ def env_options(suite: str, args) -> dict:
     if suite in ("vel", "dir") and args.cheetah_solver != "env":
         iterations, ls_iterations = args.cheetah_solver
         options.update(iterations=iterations, ls_iterations=ls_iterations)
-    if suite in ("vel", "dir") and args.cheetah_frame_skip is not None:
+    if suite in ("vel", "dir"):
         options.update(frame_skip=args.cheetah_frame_skip)
     return options
 
@@ -271,10 +283,10 @@ def main(argv=None) -> dict:
                     help="outer loop: trpo (MAML-TRPO, default), promp (ProMP: LVC inner "
                          "objective, clipped outer objective with 5 Adam steps, ProMP's "
                          "defaults) or ppo")
-    ap.add_argument("--cheetah-frame-skip", type=int, default=None,
-                    help="physics steps (0.01 s) per HalfCheetah env step (default: the env's, "
-                         "5, as gym and pytorch-maml-rl; the MAML paper's rllab cheetah used 1, "
-                         "so its H = 200 is 2 s of simulation, not 10)")
+    ap.add_argument("--cheetah-frame-skip", type=_common.positive_int, default=CHEETAH_FRAME_SKIP,
+                    help="physics steps (0.01 s) per HalfCheetah env step of the learning suites "
+                         f"(default {CHEETAH_FRAME_SKIP}, the MAML paper's; see "
+                         "CHEETAH_FRAME_SKIP)")
     ap.add_argument("--cheetah-solver", default=CHEETAH_SOLVER,
                     type=lambda s: s if s == "env" else _common.parse_solver(s),
                     help="ITERATIONS/LS_ITERATIONS of the HalfCheetah suites' MJX solver "
@@ -337,7 +349,8 @@ def main(argv=None) -> dict:
               "solver": {"halfcheetah": args.cheetah_solver if args.cheetah_solver == "env"
                          else "/".join(map(str, args.cheetah_solver)),
                          "warehouse": "its config's default (newton 6/6, elliptic cones)",
-                         "halfcheetah_frame_skip": args.cheetah_frame_skip or "env default (5)",
+                         "halfcheetah_frame_skip": args.cheetah_frame_skip,
+                         "speed_frame_skip": "env default (5, gym's)",
                          "speed": "MJXConfig default (newton, iterations=1, ls_iterations=4)"},
               "devices": args.devices}
     _common.write_json(args.out, headline, config, results=results, speed=speed_result,

@@ -50,6 +50,15 @@ def test_bad_solver_is_a_usage_error(script, args):
     assert "expected ITERATIONS/LS_ITERATIONS" in proc.stderr
 
 
+def test_bad_frame_skip_is_a_usage_error():
+    proc = subprocess.run([sys.executable, str(BENCH_DIR / "maml_rl_mjx.py"),
+                           "--cheetah-frame-skip", "0"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "expected a positive integer, got '0'" in proc.stderr
+    _common = _import_bench("_common")
+    assert _common.positive_int("5") == 5
+
+
 @pytest.mark.parametrize("module,args", [("rl2_bandits", (500, False)),
                                          ("rl2_mdp", (10, "gru", False))])
 def test_rl2_probe_overrides_replace_only_their_fields(module, args):
