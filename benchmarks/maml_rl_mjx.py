@@ -364,8 +364,9 @@ def main(argv=None) -> dict:
         for key, h in (("eval", args.horizon), ("eval_h200", 200), ("eval_ood", "ood")):
             if key in r:
                 row = " ".join(f"{x:9.2f}" for x in r[key]["mean"])
+                # the paper's numbers are at H = 200, beside whichever row is at 200
                 print(f"{s:10s} {str(h):>4s} {r['iterations']:5d} {row}   "
-                      f"{PAPER.get(s, '') if key == 'eval_h200' else ''}")
+                      f"{PAPER.get(s, '') if h == 200 else ''}")
         for b in r.get("friction_bins", []):
             print(f"  friction [{b['friction'][0]:.2f}, {b['friction'][1]:.2f}) "
                   f"{b['tasks']:3d} tasks: step0 {b['return_step0']}, step1 {b['return_step1']}")
