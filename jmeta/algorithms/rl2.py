@@ -202,14 +202,11 @@ class Config:
         if self.separate_critic is not None and not isinstance(self.separate_critic, bool):
             raise ValueError(f"separate_critic: expected True, False or None, got "
                              f"{self.separate_critic!r}")
-        if self.separate_critic and self.cell == "transformer":
+        if self.critic_core and self.cell == "transformer":
             raise ValueError("separate_critic: only the recurrent memories ('lstm', 'gru') have "
-                             "a separate critic core; the Transformer's trunk is shared")
+                             "a separate critic core; the Transformer's trunk is shared (outer="
+                             "'trpo' needs one: use 'lstm' or 'gru', or outer='ppo')")
         if self.outer == "trpo":
-            if self.cell == "transformer":
-                raise ValueError("outer: 'trpo' needs a critic that does not share the policy's "
-                                 "parameters; the Transformer's trunk is shared (use 'lstm' or "
-                                 "'gru', or outer='ppo')")
             if self.separate_critic is False:
                 raise ValueError("separate_critic: outer='trpo' needs the critic's own core (the "
                                  "value fit would otherwise move the policy out of the trust "
@@ -471,11 +468,14 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
             loss = loss + config.task_prediction_coef * aux["task_prediction_loss"]
         return loss, aux
 
+    # the policy's outputs and the values over a batch of trials, each re-run from the zero state
+    unroll_trials = jax.vmap(unroll, in_axes=(None, 0, 0))
+
     def value_loss_only(params, mb):
         """TRPO's critic fit: the value loss on a minibatch of trials (the critic's own core and
         head are the only parameters it reaches)."""
         traj, _, targets, task_batch = mb
-        _, values = jax.vmap(unroll, in_axes=(None, 0, 0))(params, traj.obs, task_batch)
+        _, values = unroll_trials(params, traj.obs, task_batch)
         value_loss = 0.5 * pg.masked_mean((values - targets) ** 2, traj.valid)
         return config.vf_coef * value_loss, {"value_loss": value_loss}
 
@@ -489,7 +489,7 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
             adv = pg.normalize_advantages(adv, valid)
 
         def policy(p):
-            return jax.vmap(unroll, in_axes=(None, 0, 0))(p, traj.obs, task_batch)[0]
+            return unroll_trials(p, traj.obs, task_batch)[0]
 
         dist_old = jax.lax.stop_gradient(policy(params))
 
@@ -508,7 +508,7 @@ def make_components(config: Config, env: Environment, tasks: TaskDistribution, *
         dist_old_f = jax.tree.map(sub, dist_old)
 
         def policy_f(p):
-            return jax.vmap(unroll, in_axes=(None, 0, 0))(p, obs_f, tasks_f)[0]
+            return unroll_trials(p, obs_f, tasks_f)[0]
 
         def kl_f(dist):
             return pg.masked_mean(kl_div(dist_old_f, dist), valid_f)
