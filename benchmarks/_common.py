@@ -55,11 +55,12 @@ def pick(quick: bool, value: Any, quick_default: Any, full_default: Any) -> Any:
     return quick_default if quick else full_default
 
 
-RL2_PROBE_FIELDS = ("gamma", "gae_lambda", "num_tasks", "learning_rate", "ent_coef")
+RL2_PROBE_FIELDS = ("gamma", "gae_lambda", "num_tasks", "learning_rate", "ent_coef", "hidden_size")
+_INT_FIELDS = ("num_tasks", "hidden_size")
 
 
 def add_rl2_probe_args(ap: argparse.ArgumentParser, defaults: dict[str, str]) -> None:
-    """Adds ``--gamma --gae-lambda --num-tasks --learning-rate --ent-coef``, overrides of the
+    """Adds ``--gamma --gae-lambda --num-tasks --learning-rate --ent-coef --hidden-size``, overrides of the
     ``rl2.Config`` fields of the same names for probes (all default to ``None``: the script's own
     configuration), and ``--task-critic`` (``rl2.Config.task_critic``). ``defaults`` gives each
     numeric field's script default in words, for the help. Also ``--task-prediction-coef``,
@@ -67,7 +68,7 @@ def add_rl2_probe_args(ap: argparse.ArgumentParser, defaults: dict[str, str]) ->
     for field in RL2_PROBE_FIELDS:
         what = "trials per iteration" if field == "num_tasks" else f"rl2.Config.{field}"
         ap.add_argument("--" + field.replace("_", "-"), default=None,
-                        type=int if field == "num_tasks" else float,
+                        type=positive_int if field in _INT_FIELDS else float,
                         help=f"{what} (default {defaults[field]})")
     ap.add_argument("--task-critic", action="store_true", default=None,
                     help="rl2.Config.task_critic: the critic also reads the task's parameters "

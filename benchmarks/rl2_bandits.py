@@ -197,7 +197,7 @@ def main(argv=None) -> dict:
     _common.add_rl2_probe_args(ap, {
         "gamma": "1 at n <= 10, else 0.99", "gae_lambda": "1 at n <= 10, else 0.3",
         "num_tasks": "256 at n <= 100, else 16", "learning_rate": "1e-3 at n <= 10, else 3e-4",
-        "ent_coef": "0.01 at n <= 10, else 0.03"})
+        "ent_coef": "0.01 at n <= 10, else 0.03", "hidden_size": "256"})
     ap.add_argument("--ckpt-dir", default="benchmarks/out/rl2_bandits")
     args = ap.parse_args(argv)
     overrides = _common.rl2_probe_overrides(args)

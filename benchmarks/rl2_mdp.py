@@ -95,7 +95,8 @@ def main(argv=None) -> dict:
                     help="rl2.Config.reward_scale (default min(1, 10 / trial steps))")
     _common.add_rl2_probe_args(ap, {
         "gamma": "0.99", "gae_lambda": "0.3", "num_tasks": "256 at n <= 10, else 64",
-        "learning_rate": "3e-4", "ent_coef": "0.03"})
+        "learning_rate": "3e-4", "ent_coef": "0.03",
+        "hidden_size": "256 (Transformer: 64)"})
     ap.add_argument("--ckpt-dir", default="benchmarks/out/rl2_mdp")
     args = ap.parse_args(argv)
     overrides = _common.rl2_probe_overrides(args)

@@ -94,9 +94,11 @@ def test_rl2_probe_flags_give_only_what_was_passed():
     ap = argparse.ArgumentParser()
     _common.add_rl2_probe_args(ap, {f: "x" for f in _common.RL2_PROBE_FIELDS})
     assert _common.rl2_probe_overrides(ap.parse_args([])) == {}
-    args = ap.parse_args(["--gamma", "0.99", "--num-tasks", "32"])
-    assert _common.rl2_probe_overrides(args) == {"gamma": 0.99, "num_tasks": 32}
-    assert isinstance(args.num_tasks, int)
+    args = ap.parse_args(["--gamma", "0.99", "--num-tasks", "32", "--hidden-size", "64"])
+    assert _common.rl2_probe_overrides(args) == {"gamma": 0.99, "num_tasks": 32, "hidden_size": 64}
+    assert isinstance(args.num_tasks, int) and isinstance(args.hidden_size, int)
+    with pytest.raises(SystemExit):
+        ap.parse_args(["--hidden-size", "0"])
 
 
 
