@@ -19,7 +19,7 @@ def bandit(k=3):
     return jmeta.make("bandit", num_arms=k)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "lngru"])
 def test_network_shapes_and_zero_initial_state(cell):
     net = RecurrentActorCritic(action_dim=3, discrete=True, hidden_size=6, cell=cell)
     carry = net.initial_carry((2,))
@@ -33,6 +33,38 @@ def test_network_shapes_and_zero_initial_state(cell):
     p = gauss.init(jax.random.key(0), gauss.initial_carry(), jnp.ones(4))
     _, (mean, log_std), _ = gauss.apply(p, gauss.initial_carry(), jnp.ones(4))
     assert mean.shape == (2,) and np.allclose(log_std, 0.0)
+
+
+def test_layer_norm_gru_cell_by_hand():
+    # One step of LayerNormGRUCell against its equations written out in numpy, from a non-zero
+    # state, with the layer norms' gains and biases moved off their (1, 0) initial values.
+    from jmeta.networks.recurrent import LayerNormGRUCell
+    cell = LayerNormGRUCell(features=3, update_bias=1.0)
+    x = np.array([0.5, -1.0, 2.0, 0.0], np.float32)
+    h = np.array([0.3, -0.2, 0.8], np.float32)
+    params = cell.init(jax.random.key(0), jnp.asarray(h), jnp.asarray(x))["params"]
+    params = jax.tree.map(lambda v: v + 0.1 * jax.random.normal(jax.random.key(1), v.shape),
+                          params)
+    p = jax.tree.map(np.asarray, params)
+
+    def proj(v, name):
+        y = v @ p[name]["kernel"]
+        y = (y - y.mean()) / np.sqrt(y.var() + 1e-6)  # flax LayerNorm's epsilon
+        return y * p[name + "_ln"]["scale"] + p[name + "_ln"]["bias"]
+
+    sig = lambda v: 1.0 / (1.0 + np.exp(-v))  # noqa: E731
+    ur = proj(x, "x_gates") + proj(h, "h_gates")
+    u, r = sig(ur[:3] - 1.0), sig(ur[3:])
+    cand = np.maximum(proj(x, "x_cand") + r * proj(h, "h_cand"), 0.0)
+    expected = (1 - u) * h + u * cand
+    new_h, out = cell.apply({"params": params}, jnp.asarray(h), jnp.asarray(x))
+    np.testing.assert_allclose(new_h, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(new_h, out)
+    # from the zero state the update gate is σ(LN(W x)_u − 1): mostly closed
+    h0, _ = LayerNormGRUCell(features=3).apply(
+        LayerNormGRUCell(features=3).init(jax.random.key(0), jnp.zeros(3), jnp.asarray(x)),
+        jnp.zeros(3), jnp.asarray(x))
+    assert np.all(np.asarray(h0) >= 0.0)  # a convex mix of 0 and a ReLU
 
 
 def test_trial_inputs_line_up_with_the_previous_step():
@@ -341,7 +373,7 @@ def test_task_prediction_leaves_out_constant_features():
 # --- TRPO as the outer step (Duan et al.'s own), with the critic's own recurrent core ----------
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "lngru"])
 def test_separate_critic_core_splits_actor_and_critic(cell):
     shared = RecurrentActorCritic(action_dim=3, hidden_size=6, cell=cell)
     split = RecurrentActorCritic(action_dim=3, hidden_size=6, cell=cell, separate_critic=True)

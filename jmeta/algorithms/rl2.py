@@ -78,8 +78,9 @@ class Config:
       num_tasks: trials per meta-iteration (one task each).
       trial_episodes: episodes per trial (Duan et al.'s n).
       num_steps: rollout length; ``None`` takes ``trial_episodes × horizon`` (the whole trial).
-      cell: the memory: ``"lstm"``, ``"gru"`` (Duan et al.: GRU) or ``"transformer"``
-        (:class:`jmeta.networks.TransformerActorCritic`).
+      cell: the memory: ``"lstm"``, ``"gru"`` (Duan et al.: GRU), ``"lngru"`` (a layer-normalised
+        GRU with a ReLU candidate, :class:`jmeta.networks.recurrent.LayerNormGRUCell`) or
+        ``"transformer"`` (:class:`jmeta.networks.TransformerActorCritic`).
       hidden_size: recurrent width (Duan et al.: 256), or the Transformer's token width.
       num_layers: Transformer blocks.
       num_heads: Transformer attention heads (must divide ``hidden_size``).
@@ -203,9 +204,10 @@ class Config:
             raise ValueError(f"separate_critic: expected True, False or None, got "
                              f"{self.separate_critic!r}")
         if self.critic_core and self.cell == "transformer":
-            raise ValueError("separate_critic: only the recurrent memories ('lstm', 'gru') have "
-                             "a separate critic core; the Transformer's trunk is shared (outer="
-                             "'trpo' needs one: use 'lstm' or 'gru', or outer='ppo')")
+            raise ValueError("separate_critic: only the recurrent memories ('lstm', 'gru', "
+                             "'lngru') have a separate critic core; the Transformer's trunk is "
+                             "shared (outer="
+                             "'trpo' needs one: use a recurrent cell, or outer='ppo')")
         if self.outer == "trpo":
             if self.separate_critic is False:
                 raise ValueError("separate_critic: outer='trpo' needs the critic's own core (the "

@@ -12,7 +12,7 @@ from jmeta.networks.policies import (
     gaussian_log_prob,
     make_mlp_policy,
 )
-from jmeta.networks.recurrent import RecurrentActorCritic
+from jmeta.networks.recurrent import LayerNormGRUCell, RecurrentActorCritic
 from jmeta.networks.transformer import TransformerActorCritic
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "gaussian_log_prob",
     "make_mlp_policy",
     "MLP",
+    "LayerNormGRUCell",
     "RecurrentActorCritic",
     "TransformerActorCritic",
     "activation",

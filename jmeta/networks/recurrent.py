@@ -4,7 +4,8 @@ The seed's ``MetaRNNAgent``: an LSTM (or GRU) core reads the trial observation (
 previous action, previous reward, done flag; :class:`jmeta.envs.TrialWrapper`), and two linear
 heads read its output: the actor (categorical logits, or a Gaussian mean with a state-independent
 log-std) and the critic (a scalar value). Orthogonal initialisation throughout (actor head scale
-0.01, critic 1.0, as in the PPO implementation details of Huang et al. 2022).
+0.01, critic 1.0, as in the PPO implementation details of Huang et al. 2022). The third core,
+``cell="lngru"``, is :class:`LayerNormGRUCell`: a layer-normalised GRU with a ReLU candidate.
 
 With ``task_critic=True`` the critic also reads the task's parameters (an *asymmetric*, or
 privileged, critic: Pinto et al. 2018; Humplik et al. 2019): ``value = Dense(1)(tanh(Dense(hidden)
@@ -49,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-CELLS = ("lstm", "gru")
+CELLS = ("lstm", "gru", "lngru")
 
 
 def check_cell(cell: str) -> str:
@@ -93,6 +94,53 @@ def sow_task_prediction(module: nn.Module, h: jax.Array, width: int) -> None:
                             name="task_head")(h))
 
 
+class LayerNormGRUCell(nn.RNNCellBase):
+    """A GRU with layer normalisation, a ReLU candidate and a biased-closed update gate: the cell
+    of L. Lingle's PyTorch RL² (github.com/lucaslingle/pytorch_rl2), the one public
+    reimplementation that reports Duan et al.'s tabular-MDP number (157.3 at n = 10).
+
+    ``u = σ(LN(W_xu x) + LN(W_hu h) − update_bias)``, ``r = σ(LN(W_xr x) + LN(W_hr h))``,
+    ``ĥ = relu(LN(W_xh x) + r ⊙ LN(W_hh h))``, ``h' = (1 − u) ⊙ h + u ⊙ ĥ``. Each LN has its
+    own gain and bias (they replace the projections' biases). The ReLU candidate is not bounded
+    by 1 as ``tanh`` is, and the update gate starts mostly closed (σ(−1) ≈ 0.27), so the state
+    holds on to what it has seen: what counting pulls or visits over a long trial needs.
+
+    Attributes:
+      features: hidden width.
+      update_bias: subtracted from the update gate's pre-activation (Lingle: 1).
+      kernel_init, recurrent_kernel_init: initialisers of the input and recurrent kernels.
+    """
+
+    features: int
+    update_bias: float = 1.0
+    kernel_init: Any = nn.initializers.orthogonal(1.0)
+    recurrent_kernel_init: Any = nn.initializers.orthogonal(1.0)
+
+    @nn.compact
+    def __call__(self, carry: jax.Array, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        h, width = carry, self.features
+
+        def proj(x, n, init, name):
+            y = nn.Dense(n, use_bias=False, kernel_init=init, name=name)(x)
+            return nn.LayerNorm(name=name + "_ln")(y)
+
+        ur = proj(inputs, 2 * width, self.kernel_init, "x_gates") \
+            + proj(h, 2 * width, self.recurrent_kernel_init, "h_gates")
+        u = jax.nn.sigmoid(ur[..., :width] - self.update_bias)
+        r = jax.nn.sigmoid(ur[..., width:])
+        cand = jax.nn.relu(proj(inputs, width, self.kernel_init, "x_cand")
+                           + r * proj(h, width, self.recurrent_kernel_init, "h_cand"))
+        h = (1.0 - u) * h + u * cand
+        return h, h
+
+    def initialize_carry(self, rng: jax.Array, input_shape: tuple[int, ...]) -> jax.Array:
+        return jnp.zeros((*input_shape[:-1], self.features), jnp.float32)
+
+    @property
+    def num_feature_axes(self) -> int:
+        return 1
+
+
 class RecurrentActorCritic(nn.Module):
     """LSTM/GRU core with actor and critic heads.
 
@@ -100,7 +148,7 @@ class RecurrentActorCritic(nn.Module):
       action_dim: number of discrete actions, or the dimension of a continuous action.
       discrete: categorical (``True``) or diagonal Gaussian (``False``) actions.
       hidden_size: width of the recurrent core.
-      cell: ``"lstm"`` or ``"gru"``.
+      cell: ``"lstm"``, ``"gru"`` or ``"lngru"`` (:class:`LayerNormGRUCell`).
       init_log_std: initial log-std of the Gaussian head.
       task_critic: the critic also reads the task features passed to ``__call__`` (see the module
         docstring); the actor never does.
@@ -128,6 +176,8 @@ class RecurrentActorCritic(nn.Module):
                       recurrent_kernel_init=nn.initializers.orthogonal(1.0), name=name)
         if self.cell == "lstm":
             return nn.OptimizedLSTMCell(**kwargs)
+        if self.cell == "lngru":
+            return LayerNormGRUCell(**kwargs)
         return nn.GRUCell(**kwargs)
 
     @nn.compact
@@ -153,7 +203,7 @@ class RecurrentActorCritic(nn.Module):
 
     def initial_carry(self, batch_shape: tuple[int, ...] = ()) -> Any:
         """The zero recurrent state of a trial's first step: ``(c, h)`` for an LSTM, ``h`` for a
-        GRU, each ``[*batch_shape, hidden_size]``; with ``separate_critic`` a pair of those
+        GRU (either kind), each ``[*batch_shape, hidden_size]``; with ``separate_critic`` a pair of those
         (actor's, critic's)."""
         check_cell(self.cell)
         if isinstance(self.hidden_size, bool) or not isinstance(self.hidden_size, (int, np.integer)) \
