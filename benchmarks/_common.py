@@ -64,7 +64,8 @@ def add_rl2_probe_args(ap: argparse.ArgumentParser, defaults: dict[str, str]) ->
     ``rl2.Config`` fields of the same names for probes (all default to ``None``: the script's own
     configuration), and ``--task-critic`` (``rl2.Config.task_critic``). ``defaults`` gives each
     numeric field's script default in words, for the help. Also ``--task-prediction-coef``,
-    ``--outer``, ``--max-kl`` and ``--fisher-subsample``."""
+    ``--outer``, ``--max-kl``, ``--fisher-subsample``, ``--separate-critic`` and
+    ``--clip-eps``."""
     for field in RL2_PROBE_FIELDS:
         what = "trials per iteration" if field == "num_tasks" else f"rl2.Config.{field}"
         ap.add_argument("--" + field.replace("_", "-"), default=None,
@@ -73,6 +74,11 @@ def add_rl2_probe_args(ap: argparse.ArgumentParser, defaults: dict[str, str]) ->
     ap.add_argument("--task-critic", action="store_true", default=None,
                     help="rl2.Config.task_critic: the critic also reads the task's parameters "
                          "(meta-training only; the actor never does)")
+    ap.add_argument("--separate-critic", action="store_true", default=None,
+                    help="rl2.Config.separate_critic: the critic has its own recurrent core "
+                         "(default: only with --outer trpo)")
+    ap.add_argument("--clip-eps", type=float, default=None,
+                    help="rl2.Config.clip_eps: PPO's clipping (default 0.2)")
     ap.add_argument("--task-prediction-coef", type=float, default=None,
                     help="rl2.Config.task_prediction_coef: weight of the auxiliary task-inference "
                          "loss (default 0: off)")
@@ -88,7 +94,7 @@ def add_rl2_probe_args(ap: argparse.ArgumentParser, defaults: dict[str, str]) ->
 def rl2_probe_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The ``rl2.Config`` overrides given on the command line (see :func:`add_rl2_probe_args`)."""
     fields = (*RL2_PROBE_FIELDS, "task_critic", "task_prediction_coef", "outer", "max_kl",
-              "fisher_subsample")
+              "fisher_subsample", "separate_critic", "clip_eps")
     return {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
 
 

@@ -97,6 +97,8 @@ def test_rl2_probe_flags_give_only_what_was_passed():
     args = ap.parse_args(["--gamma", "0.99", "--num-tasks", "32", "--hidden-size", "64"])
     assert _common.rl2_probe_overrides(args) == {"gamma": 0.99, "num_tasks": 32, "hidden_size": 64}
     assert isinstance(args.num_tasks, int) and isinstance(args.hidden_size, int)
+    args = ap.parse_args(["--separate-critic", "--clip-eps", "0.1"])
+    assert _common.rl2_probe_overrides(args) == {"separate_critic": True, "clip_eps": 0.1}
     with pytest.raises(SystemExit):
         ap.parse_args(["--hidden-size", "0"])
 
