@@ -1,6 +1,7 @@
 """RL² on Bernoulli bandits (Duan et al. 2016, Table 1), beside the classical strategies.
 
-For each setting (n pulls per trial, k arms): RL² (GRU-256 by default, PPO over trials) is trained
+For each setting (n pulls per trial, k arms): RL² (256 wide, PPO over trials; a GRU, and at
+10 < n <= 100 the layer-normalised GRU with its own critic core, ``CELL_SETTING``) is trained
 for ``--iterations`` meta-iterations, then every strategy plays one trial on the *same* 1000 test
 tasks (arm means U[0, 1]): RL², random, greedy, ε-greedy, UCB1, Thompson sampling and Gittins
 indices (``jmeta.baselines.bandits``). Reported: the mean total reward per trial and its SEM.
@@ -67,33 +68,45 @@ def default_reward_scale(trial_steps: int) -> float:
     return min(1.0, 10.0 / trial_steps)
 
 
-def rl2_config(n: int, quick: bool, cell: str = "gru", hidden: int = 256,
+def rl2_config(n: int, quick: bool, cell: str | None = None, hidden: int = 256,
                reward_scale: float | None = None, **overrides) -> rl2.Config:
-    """The configuration for trials of ``n`` pulls; ``overrides`` (probes: ``gamma``,
-    ``gae_lambda``, ``num_tasks``, ...) replace its fields."""
+    """The configuration for trials of ``n`` pulls; ``cell`` (``None``: the length's own, see
+    below) and ``overrides`` (probes: ``gamma``, ``gae_lambda``, ``num_tasks``, ...) replace its
+    fields."""
     scale = default_reward_scale(n) if reward_scale is None else reward_scale
     if quick:
         return rl2.Config(**{**dict(
-            num_tasks=16, trial_episodes=n, cell=cell, hidden_size=16, num_minibatches=2,
+            num_tasks=16, trial_episodes=n, cell=cell or "gru", hidden_size=16, num_minibatches=2,
             num_epochs=2, learning_rate=3e-3, gamma=1.0, gae_lambda=1.0, reward_scale=scale),
             **overrides})
     # One configuration per trial length, each the best measured one (benchmarks/RESULTS.md):
     # * n <= 10: 256 trials, γ = λ = 1, Adam 1e-3, entropy 0.01 (6.61 at 3,000 iterations). The
     #   objective is the undiscounted total reward the table reports; with Duan et al.'s γ 0.99 /
     #   λ 0.3 the same run had 6.43 at 1,000 iterations, against 6.55.
-    # * n <= 100: 256 trials, γ 0.99, λ 0.3, Adam 3e-4, entropy 0.03 (78.0 at 1,500). Undiscounted
-    #   trials (64, Adam 1e-3) learned more slowly (74.6 at 1,500, 76.6 at 4,000); 64 trials at
-    #   this setting: 76.6 at 2,500.
-    # * n > 100: 16 trials × 500 pulls, the n <= 100 optimiser (377.2 at 4,000). Undiscounted
-    #   trials (Adam 1e-3) stayed at random play for 1,000 iterations (279.2 at 1,500).
+    # * n <= 100: 256 trials, γ 0.99, λ 0.3, Adam 3e-4, entropy 0.03, and since session 15 the
+    #   layer-normalised GRU with its own critic core and PPO clipping 0.1 (CELL_SETTING below;
+    #   81.7 at 400 iterations; the GRU with a shared core and clipping 0.2: 78.0 at 1,500; the
+    #   layer-normalised cell alone: 79.7 at 800). Undiscounted trials (64, Adam 1e-3) learned more slowly (74.6 at
+    #   1,500, 76.6 at 4,000); 64 trials at the GRU setting: 76.6 at 2,500.
+    # * n > 100: 16 trials × 500 pulls, the n <= 100 optimiser with the GRU (377.2 at 4,000; the
+    #   layer-normalised cell did not learn faster with 16 trials). Undiscounted trials (Adam
+    #   1e-3) stayed at random play for 1,000 iterations (279.2 at 1,500).
     if n <= 10:
         setting = dict(num_tasks=256, gamma=1.0, gae_lambda=1.0, learning_rate=1e-3, ent_coef=0.01)
     else:
         setting = dict(num_tasks=256 if n <= 100 else 16, gamma=0.99, gae_lambda=0.3,
                        learning_rate=3e-4, ent_coef=0.03)
+    if 10 < n <= 100:
+        setting.update(CELL_SETTING)
+    setting["cell"] = cell or setting.get("cell", "gru")
     return rl2.Config(**{**dict(
-        trial_episodes=n, cell=cell, hidden_size=hidden, num_minibatches=4, num_epochs=4,
+        trial_episodes=n, hidden_size=hidden, num_minibatches=4, num_epochs=4,
         max_grad_norm=0.5, reward_scale=scale, **setting), **overrides})
+
+
+# n = 100's memory and PPO details since session 15 (benchmarks/RESULTS.md): the cell of Lingle's
+# PyTorch RL², whose policy and value are separate networks, and its PPO clipping.
+CELL_SETTING = dict(cell="lngru", separate_critic=True, clip_eps=0.1)
 
 
 def record(metrics, i) -> dict:
@@ -153,7 +166,9 @@ def throughput(cell: str, quick: bool, peak: float) -> dict:
     n, k = (10, 3) if quick else (100, 10)
     env, tasks = jmeta.make("bandit", num_arms=k)
     # 64 trials × 100 pulls per iteration, the batch of every throughput figure in RESULTS.md
-    config = rl2_config(n, quick, cell, **({} if quick else {"num_tasks": 64}))
+    # the GRU and LSTM rows measure one shared core and PPO as in every throughput figure so far
+    config = rl2_config(n, quick, cell, **({} if quick else {
+        "num_tasks": 64, "separate_critic": False, "clip_eps": 0.2}))
     algo = rl2.make(config, env, tasks)
     state = algo.init(jax.random.key(0))
     chunk = 2 if quick else 5
@@ -185,13 +200,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--settings", default=None, help="n:k pairs (default 10:5,100:10,500:10)")
     ap.add_argument("--iterations", default=None,
                     help="meta-iterations per setting: one number or n:iters pairs "
-                         "(default 10:3000,100:1500,500:4000)")
+                         "(default 10:3000,100:400,500:4000)")
     ap.add_argument("--test-tasks", type=int, default=None, help="default 1000")
     ap.add_argument("--chunk", type=int, default=50)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
-    ap.add_argument("--cell", default="gru", choices=rl2.MEMORIES,
-                    help="RL²'s memory (default gru, Duan et al.'s; transformer: d_model 64)")
+    ap.add_argument("--cell", default=None, choices=rl2.MEMORIES,
+                    help="RL²'s memory (default lngru at 10 < n <= 100, else gru, Duan et "
+                         "al.'s; transformer: d_model 64)")
     ap.add_argument("--reward-scale", type=float, default=None,
                     help="rl2.Config.reward_scale (default min(1, 10 / trial length))")
     _common.add_rl2_probe_args(ap, {
@@ -204,7 +220,7 @@ def main(argv=None) -> dict:
 
     settings = [tuple(int(x) for x in s.split(":")) for s in
                 (args.settings or ("10:5" if args.quick else "10:5,100:10,500:10")).split(",")]
-    iters_spec = args.iterations or ("10:20" if args.quick else "10:3000,100:1500,500:4000")
+    iters_spec = args.iterations or ("10:20" if args.quick else "10:3000,100:400,500:4000")
     if ":" in iters_spec:
         iters_by_n = {int(a): int(b) for a, b in (p.split(":") for p in iters_spec.split(","))}
     else:
@@ -212,6 +228,9 @@ def main(argv=None) -> dict:
     test_tasks = args.test_tasks or (100 if args.quick else 1000)
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     ckpt_dir = Path(args.ckpt_dir) / ("quick" if args.quick else "full")
+
+    def algo_cell(n: int) -> str:
+        return run_config(n).cell
 
     def run_config(n: int) -> rl2.Config:
         hidden = 64 if args.cell == "transformer" and not args.quick else 256
@@ -227,7 +246,8 @@ def main(argv=None) -> dict:
             ap.error(f"--iterations gives no count for n={n}")
         state, history = _common.train_with_checkpoints(
             algo, iterations, args.chunk if not args.quick else 10, ckpt_dir,
-            name if args.cell == "gru" else f"{args.cell}_{name}", args.resume, log, record)
+            name if algo_cell(n) == "gru" else f"{algo_cell(n)}_{name}", args.resume, log,
+            record)
         key = jax.random.key(2024)
         ev = jax.jit(jmeta.evaluate, static_argnums=(0, 2, 4))(algo, state, tasks.test, key,
                                                                test_tasks)

@@ -81,12 +81,17 @@ def test_rl2_probe_overrides_replace_only_their_fields(module, args):
     ("rl2_mdp", 25, (64, 0.99, 0.3, 3e-4, 0.03)),        # 297.6 at n=25
 ])
 def test_rl2_full_protocol_is_the_measured_configuration(module, n, expected):
-    rl2_config = _import_bench(module).rl2_config
-    config = rl2_config(n, False) if module == "rl2_bandits" else rl2_config(n, "gru", False)
+    bench = _import_bench(module)
+    config = bench.rl2_config(n, False) if module == "rl2_bandits" else bench.rl2_config(
+        n, bench.default_cell(n), False)
     assert (config.num_tasks, config.gamma, config.gae_lambda, config.learning_rate,
             config.ent_coef) == expected
-    assert (config.hidden_size, config.cell, config.num_minibatches, config.num_epochs) == (
-        256, "gru", 4, 4)
+    assert (config.hidden_size, config.num_minibatches, config.num_epochs) == (256, 4, 4)
+    # the memory and PPO details of each headline run (session 15: the layer-normalised GRU
+    # with its own critic core and clipping 0.1 at bandit n = 100)
+    lngru = module == "rl2_bandits" and n == 100
+    assert (config.cell, config.critic_core, config.clip_eps) == (
+        ("lngru", True, 0.1) if lngru else ("gru", False, 0.2))
 
 
 def test_rl2_probe_flags_give_only_what_was_passed():
