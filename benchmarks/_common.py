@@ -55,13 +55,14 @@ def pick(quick: bool, value: Any, quick_default: Any, full_default: Any) -> Any:
     return quick_default if quick else full_default
 
 
-RL2_PROBE_FIELDS = ("gamma", "gae_lambda", "num_tasks", "learning_rate", "ent_coef", "hidden_size")
+RL2_PROBE_FIELDS = ("gamma", "gae_lambda", "num_tasks", "learning_rate", "ent_coef",
+                    "hidden_size")
 _INT_FIELDS = ("num_tasks", "hidden_size")
 
 
 def add_rl2_probe_args(ap: argparse.ArgumentParser, defaults: dict[str, str]) -> None:
-    """Adds ``--gamma --gae-lambda --num-tasks --learning-rate --ent-coef --hidden-size``, overrides of the
-    ``rl2.Config`` fields of the same names for probes (all default to ``None``: the script's own
+    """Adds ``--gamma --gae-lambda --num-tasks --learning-rate --ent-coef --hidden-size``,
+    overrides of the ``rl2.Config`` fields of the same names for probes (all default to ``None``: the script's own
     configuration), and ``--task-critic`` (``rl2.Config.task_critic``). ``defaults`` gives each
     numeric field's script default in words, for the help. Also ``--task-prediction-coef``,
     ``--outer``, ``--max-kl``, ``--fisher-subsample``, ``--separate-critic`` and

@@ -76,8 +76,8 @@ def rl2_config(n: int, quick: bool, cell: str | None = None, hidden: int = 256,
     scale = default_reward_scale(n) if reward_scale is None else reward_scale
     if quick:
         return rl2.Config(**{**dict(
-            num_tasks=16, trial_episodes=n, cell=cell or "gru", hidden_size=16, num_minibatches=2,
-            num_epochs=2, learning_rate=3e-3, gamma=1.0, gae_lambda=1.0, reward_scale=scale),
+            num_tasks=16, trial_episodes=n, cell=cell or "gru", hidden_size=16,
+            num_minibatches=2, num_epochs=2, learning_rate=3e-3, gamma=1.0, gae_lambda=1.0, reward_scale=scale),
             **overrides})
     # One configuration per trial length, each the best measured one (benchmarks/RESULTS.md):
     # * n <= 10: 256 trials, γ = λ = 1, Adam 1e-3, entropy 0.01 (6.61 at 3,000 iterations). The
@@ -86,8 +86,8 @@ def rl2_config(n: int, quick: bool, cell: str | None = None, hidden: int = 256,
     # * n <= 100: 256 trials, γ 0.99, λ 0.3, Adam 3e-4, entropy 0.03, and since session 15 the
     #   layer-normalised GRU with its own critic core and PPO clipping 0.1 (CELL_SETTING below;
     #   81.7 at 400 iterations; the GRU with a shared core and clipping 0.2: 78.0 at 1,500; the
-    #   layer-normalised cell alone: 79.7 at 800). Undiscounted trials (64, Adam 1e-3) learned more slowly (74.6 at
-    #   1,500, 76.6 at 4,000); 64 trials at the GRU setting: 76.6 at 2,500.
+    #   layer-normalised cell alone: 79.7 at 800). Undiscounted trials (64, Adam 1e-3) learned
+    #   more slowly (74.6 at 1,500, 76.6 at 4,000); 64 trials at the GRU setting: 76.6 at 2,500.
     # * n > 100: 16 trials × 500 pulls, the n <= 100 optimiser with the GRU (377.2 at 4,000; the
     #   layer-normalised cell did not learn faster with 16 trials). Undiscounted trials (Adam
     #   1e-3) stayed at random play for 1,000 iterations (279.2 at 1,500).
@@ -207,7 +207,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--cell", default=None, choices=rl2.MEMORIES,
                     help="RL²'s memory (default lngru at 10 < n <= 100, else gru, Duan et "
-                         "al.'s; transformer: d_model 64)")
+                         "al.'s; transformer: d_model 64); it replaces only the memory: the "
+                         "n <= 100 separate critic core and clipping 0.1 stay")
     ap.add_argument("--reward-scale", type=float, default=None,
                     help="rl2.Config.reward_scale (default min(1, 10 / trial length))")
     _common.add_rl2_probe_args(ap, {

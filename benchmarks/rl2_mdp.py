@@ -77,11 +77,6 @@ def rl2_config(n: int, cell: str, quick: bool, reward_scale: float | None = None
         ent_coef=0.03, max_grad_norm=0.5, reward_scale=scale), **overrides})
 
 
-def default_cell(n: int) -> str:
-    """The memory of the headline run at trial length ``n``."""
-    return "gru"
-
-
 DEFAULT_ITERATIONS = {10: 2400, 25: 1500}  # the runs in benchmarks/RESULTS.md; 1,500 otherwise
 
 

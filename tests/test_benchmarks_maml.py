@@ -83,7 +83,7 @@ def test_rl2_probe_overrides_replace_only_their_fields(module, args):
 def test_rl2_full_protocol_is_the_measured_configuration(module, n, expected):
     bench = _import_bench(module)
     config = bench.rl2_config(n, False) if module == "rl2_bandits" else bench.rl2_config(
-        n, bench.default_cell(n), False)
+        n, "gru", False)
     assert (config.num_tasks, config.gamma, config.gae_lambda, config.learning_rate,
             config.ent_coef) == expected
     assert (config.hidden_size, config.num_minibatches, config.num_epochs) == (256, 4, 4)

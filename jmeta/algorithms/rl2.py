@@ -81,8 +81,8 @@ class Config:
       cell: the memory: ``"lstm"``, ``"gru"`` (Duan et al.: GRU), ``"lngru"`` (a layer-normalised
         GRU with a ReLU candidate, :class:`jmeta.networks.recurrent.LayerNormGRUCell`) or
         ``"transformer"`` (:class:`jmeta.networks.TransformerActorCritic`). Measured: ``"lngru"``
-        with ``separate_critic=True`` and ``clip_eps=0.1`` learns 3–4× faster per iteration than
-        the GRU on the bandit and MDP benchmarks and ends higher on the bandits
+        with ``separate_critic=True`` and ``clip_eps=0.1`` needs 4× fewer iterations or less than
+        the GRU for its level on the bandit and MDP benchmarks and ends higher on the bandits
         (``benchmarks/RESULTS.md``, session 15); the default stays Duan et al.'s GRU.
       hidden_size: recurrent width (Duan et al.: 256), or the Transformer's token width.
       num_layers: Transformer blocks.
@@ -209,8 +209,8 @@ class Config:
         if self.critic_core and self.cell == "transformer":
             raise ValueError("separate_critic: only the recurrent memories ('lstm', 'gru', "
                              "'lngru') have a separate critic core; the Transformer's trunk is "
-                             "shared (outer="
-                             "'trpo' needs one: use a recurrent cell, or outer='ppo')")
+                             "shared (outer='trpo' needs one: use a recurrent cell, or "
+                             "outer='ppo')")
         if self.outer == "trpo":
             if self.separate_critic is False:
                 raise ValueError("separate_critic: outer='trpo' needs the critic's own core (the "

@@ -97,7 +97,7 @@ def sow_task_prediction(module: nn.Module, h: jax.Array, width: int) -> None:
 class LayerNormGRUCell(nn.RNNCellBase):
     """A GRU with layer normalisation, a ReLU candidate and a biased-closed update gate: the cell
     of L. Lingle's PyTorch RL² (github.com/lucaslingle/pytorch_rl2), the one public
-    reimplementation that reports Duan et al.'s tabular-MDP number (157.3 at n = 10).
+    reimplementation we found that reports Duan et al.'s tabular-MDP number (157.3 at n = 10).
 
     ``u = σ(LN(W_xu x) + LN(W_hu h) − update_bias)``, ``r = σ(LN(W_xr x) + LN(W_hr h))``,
     ``ĥ = relu(LN(W_xh x) + r ⊙ LN(W_hh h))``, ``h' = (1 − u) ⊙ h + u ⊙ ĥ``. Each LN has its
@@ -203,8 +203,8 @@ class RecurrentActorCritic(nn.Module):
 
     def initial_carry(self, batch_shape: tuple[int, ...] = ()) -> Any:
         """The zero recurrent state of a trial's first step: ``(c, h)`` for an LSTM, ``h`` for a
-        GRU (either kind), each ``[*batch_shape, hidden_size]``; with ``separate_critic`` a pair of those
-        (actor's, critic's)."""
+        GRU (either kind), each ``[*batch_shape, hidden_size]``; with ``separate_critic`` a pair
+        of those (actor's, critic's)."""
         check_cell(self.cell)
         if isinstance(self.hidden_size, bool) or not isinstance(self.hidden_size, (int, np.integer)) \
                 or self.hidden_size < 1:
