@@ -21,7 +21,8 @@ Warehouse: the same table, and the return per friction bin of the test tasks (80
 
 Speed (``cheetah_vel_sec_per_iter``): one MAML-TRPO meta-iteration on halfcheetah-vel at
 pytorch-maml-rl's configuration (40 tasks × 20 trajectories × H = 100 at gym's frame skip 5, 64×64
-tanh, TRPO with 10 CG iterations and 15 line-search steps), the median over 3 iterations after compilation. The issue's
+tanh, TRPO with 10 CG iterations and 15 line-search steps), the median over 3 iterations after
+compilation. The issue's
 reference is ~11 s per iteration for a PyTorch implementation on C MuJoCo with 2 sampler
 processes on this machine (not rerun here).
 

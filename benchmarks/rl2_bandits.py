@@ -230,9 +230,6 @@ def main(argv=None) -> dict:
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     ckpt_dir = Path(args.ckpt_dir) / ("quick" if args.quick else "full")
 
-    def algo_cell(n: int) -> str:
-        return run_config(n).cell
-
     def run_config(n: int) -> rl2.Config:
         hidden = 64 if args.cell == "transformer" and not args.quick else 256
         return rl2_config(n, args.quick, args.cell, hidden, args.reward_scale, **overrides)
@@ -241,14 +238,14 @@ def main(argv=None) -> dict:
     for n, k in settings:
         name = f"n{n}_k{k}"
         env, tasks = jmeta.make("bandit", num_arms=k)
-        algo = rl2.make(run_config(n), env, tasks)
+        run_cfg = run_config(n)
+        algo = rl2.make(run_cfg, env, tasks)
         iterations = iters_by_n.get(n)
         if iterations is None:
             ap.error(f"--iterations gives no count for n={n}")
         state, history = _common.train_with_checkpoints(
             algo, iterations, args.chunk if not args.quick else 10, ckpt_dir,
-            name if algo_cell(n) == "gru" else f"{algo_cell(n)}_{name}", args.resume, log,
-            record)
+            name if run_cfg.cell == "gru" else f"{run_cfg.cell}_{name}", args.resume, log, record)
         key = jax.random.key(2024)
         ev = jax.jit(jmeta.evaluate, static_argnums=(0, 2, 4))(algo, state, tasks.test, key,
                                                                test_tasks)
