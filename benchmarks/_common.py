@@ -65,8 +65,8 @@ def add_rl2_probe_args(ap: argparse.ArgumentParser, defaults: dict[str, str]) ->
     overrides of the ``rl2.Config`` fields of the same names for probes (all default to ``None``: the script's own
     configuration), and ``--task-critic`` (``rl2.Config.task_critic``). ``defaults`` gives each
     numeric field's script default in words, for the help. Also ``--task-prediction-coef``,
-    ``--outer``, ``--max-kl``, ``--fisher-subsample``, ``--separate-critic`` and
-    ``--clip-eps``."""
+    ``--outer``, ``--max-kl``, ``--fisher-subsample``, ``--separate-critic``, ``--clip-eps``,
+    ``--ent-coef-schedule`` and ``--learning-rate-schedule``."""
     for field in RL2_PROBE_FIELDS:
         what = "trials per iteration" if field == "num_tasks" else f"rl2.Config.{field}"
         ap.add_argument("--" + field.replace("_", "-"), default=None,
@@ -80,6 +80,12 @@ def add_rl2_probe_args(ap: argparse.ArgumentParser, defaults: dict[str, str]) ->
                          "(default: only with --outer trpo)")
     ap.add_argument("--clip-eps", type=float, default=None,
                     help="rl2.Config.clip_eps: PPO's clipping (default 0.2)")
+    ap.add_argument("--ent-coef-schedule", type=schedule, default=None, metavar="IT:V,...",
+                    help="rl2.Config.ent_coef_schedule: from meta-iteration IT on, the entropy "
+                         "bonus is V (default: constant)")
+    ap.add_argument("--learning-rate-schedule", type=schedule, default=None, metavar="IT:V,...",
+                    help="rl2.Config.learning_rate_schedule: from meta-iteration IT on, Adam's "
+                         "step size is V (default: constant)")
     ap.add_argument("--task-prediction-coef", type=float, default=None,
                     help="rl2.Config.task_prediction_coef: weight of the auxiliary task-inference "
                          "loss (default 0: off)")
@@ -95,7 +101,8 @@ def add_rl2_probe_args(ap: argparse.ArgumentParser, defaults: dict[str, str]) ->
 def rl2_probe_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The ``rl2.Config`` overrides given on the command line (see :func:`add_rl2_probe_args`)."""
     fields = (*RL2_PROBE_FIELDS, "task_critic", "task_prediction_coef", "outer", "max_kl",
-              "fisher_subsample", "separate_critic", "clip_eps")
+              "fisher_subsample", "separate_critic", "clip_eps", "ent_coef_schedule",
+              "learning_rate_schedule")
     return {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
 
 
@@ -104,6 +111,24 @@ def positive_int(text: str) -> int:
     if not re.fullmatch(r"[1-9]\d*", text):
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return int(text)
+
+
+def schedule(text: str) -> tuple[tuple[int, float], ...]:
+    """An argparse ``type``: ``"400:0.01,600:0.003"`` -> ``((400, 0.01), (600, 0.003))``, a
+    piecewise-constant ``rl2.Config`` schedule (checked by ``rl2.check_schedule``)."""
+    from jmeta.algorithms import rl2
+
+    try:
+        pairs = [p.split(":") for p in text.split(",")]
+        if any(len(p) != 2 for p in pairs):
+            raise ValueError
+        return rl2.check_schedule("schedule", [(int(a), float(b)) for a, b in pairs],
+                                  allow_zero=True)
+    except ValueError as err:
+        detail = f" ({err})" if str(err) else ""
+        raise argparse.ArgumentTypeError(
+            f"expected ITERATION:VALUE pairs joined by ',', e.g. 400:0.01,600:0.003; got "
+            f"{text!r}{detail}") from None
 
 
 def parse_solver(text: str) -> tuple[int, int]:

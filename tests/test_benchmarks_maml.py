@@ -106,6 +106,13 @@ def test_rl2_probe_flags_give_only_what_was_passed():
     assert _common.rl2_probe_overrides(args) == {"separate_critic": True, "clip_eps": 0.1}
     with pytest.raises(SystemExit):
         ap.parse_args(["--hidden-size", "0"])
+    args = ap.parse_args(["--ent-coef-schedule", "400:0.01,600:0", "--learning-rate-schedule",
+                          "600:1e-4"])
+    assert _common.rl2_probe_overrides(args) == {
+        "ent_coef_schedule": ((400, 0.01), (600, 0.0)), "learning_rate_schedule": ((600, 1e-4),)}
+    for bad in ("400", "400:x", "600:0.1,400:0.1", "0:0.1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected ITERATION:VALUE pairs"):
+            _common.schedule(bad)
 
 
 

@@ -75,6 +75,18 @@ def test_bad_overrides_name_the_field(text, message):
     assert message in str(err.value)
 
 
+def test_nested_tuples_from_the_command_line_and_yaml():
+    # a schedule ((iteration, value), ...): ',' between pairs, ':' inside one; empty: none
+    tp = tuple[tuple[int, float], ...]
+    assert configs.coerce(tp, "400:0.01,600:3e-3", "s") == ((400, 0.01), (600, 0.003))
+    assert configs.coerce(tp, "400:0.01", "s") == ((400, 0.01),)
+    assert configs.coerce(tp, "", "s") == ()
+    assert configs.coerce(tp, [[400, 0.01]], "s") == ((400, 0.01),)
+    with pytest.raises(configs.ConfigError, match="s: expected a comma-separated list of "
+                                                  "2-tuples a:b"):
+        configs.coerce(tp, "400", "s")
+
+
 def test_yaml_values_are_checked_too():
     assert configs.typed_mapping(Toy, {"sizes": [4, 4], "span": [0, 1]}) == {
         "sizes": (4, 4), "span": (0.0, 1.0)}

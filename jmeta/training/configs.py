@@ -88,6 +88,9 @@ def _describe(tp: Any) -> str:
     if origin is tuple:
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
+            if typing.get_origin(args[0]) is tuple:
+                return (f"a comma-separated list of {len(typing.get_args(args[0]))}-tuples "
+                        f"a:b, e.g. 400:0.01,600:0.003 (empty: none)")
             return f"a comma-separated list of {_describe(args[0])}"
         return "a comma-separated tuple"
     if origin in (typing.Union, types.UnionType):
@@ -176,7 +179,12 @@ def coerce(tp: Any, value: Any, field: str) -> Any:
         fail()
     if origin is tuple:
         args = typing.get_args(tp)
-        items = _split(value) if isinstance(value, str) else value
+        nested = len(args) == 2 and args[1] is Ellipsis and typing.get_origin(args[0]) is tuple
+        if isinstance(value, str):  # "400:0.01,600:0.003": ',' between items, ':' inside one
+            items = [p.strip() for p in value.split(",") if p.strip()] if nested else \
+                _split(value)
+        else:
+            items = value
         if not isinstance(items, (list, tuple)):
             fail()
         try:
