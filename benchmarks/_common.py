@@ -75,11 +75,13 @@ def add_rl2_probe_args(ap: argparse.ArgumentParser, defaults: dict[str, str]) ->
     ap.add_argument("--task-critic", action="store_true", default=None,
                     help="rl2.Config.task_critic: the critic also reads the task's parameters "
                          "(meta-training only; the actor never does)")
-    ap.add_argument("--separate-critic", action="store_true", default=None,
+    ap.add_argument("--separate-critic", action=argparse.BooleanOptionalAction, default=None,
                     help="rl2.Config.separate_critic: the critic has its own recurrent core "
-                         "(default: only with --outer trpo)")
+                         "(default: the script's setting; rl2's own default is only with "
+                         "--outer trpo)")
     ap.add_argument("--clip-eps", type=float, default=None,
-                    help="rl2.Config.clip_eps: PPO's clipping (default 0.2)")
+                    help="rl2.Config.clip_eps: PPO's clipping (default: the script's "
+                         "setting; rl2's own default is 0.2)")
     ap.add_argument("--ent-coef-schedule", type=schedule, default=None, metavar="IT:V,...",
                     help="rl2.Config.ent_coef_schedule: from meta-iteration IT on, the entropy "
                          "bonus is V (default: constant)")

@@ -86,7 +86,8 @@ def rl2_config(n: int, quick: bool, cell: str | None = None, hidden: int = 256,
     # * n <= 100: 256 trials, γ 0.99, λ 0.3, Adam 3e-4, entropy 0.03, and since session 15 the
     #   layer-normalised GRU with its own critic core and PPO clipping 0.1 (CELL_SETTING below;
     #   81.7 at 400 iterations; the GRU with a shared core and clipping 0.2: 78.0 at 1,500; the
-    #   layer-normalised cell alone: 79.7 at 800). Undiscounted trials (64, Adam 1e-3) learned
+    #   layer-normalised cell alone: 79.7 at 800), and since session 16 entropy 0.01 from
+    #   iteration 400 and Adam 1e-4 from 600 (82.5 at 600 and 82.8 at 800 in resumed probes). Undiscounted trials (64, Adam 1e-3) learned
     #   more slowly (74.6 at 1,500, 76.6 at 4,000); 64 trials at the GRU setting: 76.6 at 2,500.
     # * n > 100: 16 trials × 500 pulls, the n <= 100 optimiser with the GRU (377.2 at 4,000; the
     #   layer-normalised cell did not learn faster with 16 trials). Undiscounted trials (Adam
@@ -99,6 +100,8 @@ def rl2_config(n: int, quick: bool, cell: str | None = None, hidden: int = 256,
     if 10 < n <= 100:
         setting.update(CELL_SETTING)
     setting["cell"] = cell or setting.get("cell", "gru")
+    if setting["cell"] == "transformer":  # its trunk is shared: no separate critic core
+        setting.pop("separate_critic", None)
     return rl2.Config(**{**dict(
         trial_episodes=n, hidden_size=hidden, num_minibatches=4, num_epochs=4,
         max_grad_norm=0.5, reward_scale=scale, **setting), **overrides})
@@ -106,7 +109,10 @@ def rl2_config(n: int, quick: bool, cell: str | None = None, hidden: int = 256,
 
 # n = 100's memory and PPO details since session 15 (benchmarks/RESULTS.md): the cell of Lingle's
 # PyTorch RL², whose policy and value are separate networks, and its PPO clipping.
-CELL_SETTING = dict(cell="lngru", separate_critic=True, clip_eps=0.1)
+# Since session 16 also a second phase: the entropy bonus down to 0.01 from iteration 400 (where
+# the training return levels off) and Adam's step size to 1e-4 from 600.
+CELL_SETTING = dict(cell="lngru", separate_critic=True, clip_eps=0.1,
+                    ent_coef_schedule=((400, 0.01),), learning_rate_schedule=((600, 1e-4),))
 
 
 def record(metrics, i) -> dict:
@@ -168,7 +174,8 @@ def throughput(cell: str, quick: bool, peak: float) -> dict:
     # 64 trials × 100 pulls per iteration, the batch of every throughput figure in RESULTS.md
     # the GRU and LSTM rows measure one shared core and PPO as in every throughput figure so far
     config = rl2_config(n, quick, cell, **({} if quick else {
-        "num_tasks": 64, "separate_critic": False, "clip_eps": 0.2}))
+        "num_tasks": 64, "separate_critic": False, "clip_eps": 0.2, "ent_coef_schedule": (),
+        "learning_rate_schedule": ()}))
     algo = rl2.make(config, env, tasks)
     state = algo.init(jax.random.key(0))
     chunk = 2 if quick else 5
@@ -200,7 +207,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--settings", default=None, help="n:k pairs (default 10:5,100:10,500:10)")
     ap.add_argument("--iterations", default=None,
                     help="meta-iterations per setting: one number or n:iters pairs "
-                         "(default 10:3000,100:400,500:4000)")
+                         "(default 10:3000,100:1000,500:4000)")
     ap.add_argument("--test-tasks", type=int, default=None, help="default 1000")
     ap.add_argument("--chunk", type=int, default=50)
     ap.add_argument("--resume", action="store_true")
@@ -208,7 +215,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--cell", default=None, choices=rl2.MEMORIES,
                     help="RL²'s memory (default lngru at 10 < n <= 100, else gru, Duan et "
                          "al.'s; transformer: d_model 64); it replaces only the memory: the "
-                         "n <= 100 separate critic core and clipping 0.1 stay")
+                         "n <= 100 separate critic core (recurrent memories only), clipping "
+                         "0.1 and schedules stay")
     ap.add_argument("--reward-scale", type=float, default=None,
                     help="rl2.Config.reward_scale (default min(1, 10 / trial length))")
     _common.add_rl2_probe_args(ap, {
@@ -221,7 +229,7 @@ def main(argv=None) -> dict:
 
     settings = [tuple(int(x) for x in s.split(":")) for s in
                 (args.settings or ("10:5" if args.quick else "10:5,100:10,500:10")).split(",")]
-    iters_spec = args.iterations or ("10:20" if args.quick else "10:3000,100:400,500:4000")
+    iters_spec = args.iterations or ("10:20" if args.quick else "10:3000,100:1000,500:4000")
     if ":" in iters_spec:
         iters_by_n = {int(a): int(b) for a, b in (p.split(":") for p in iters_spec.split(","))}
     else:

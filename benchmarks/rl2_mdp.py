@@ -2,13 +2,14 @@
 
 Tasks: 10 states, 5 actions, episodes of H=10 steps; rewards N(μ, 1) with μ ~ N(1, 1) per
 (state, action); transitions from a flat Dirichlet per (state, action). For each trial length n
-(episodes per trial) and each memory (``--cells``: GRU-256 by default, and the Transformer agent),
+(episodes per trial) and each memory (``--cells``: by default the layer-normalised GRU-256 with its
+own critic core at n <= 10 and the GRU-256 otherwise, ``default_cells``; or the Transformer agent),
 RL² is trained for ``--iterations`` meta-iterations, then every agent plays one trial on the same
 1000 test tasks: RL², random actions, posterior sampling (PSRL), certainty-equivalent greedy and
 ε-greedy (``jmeta.baselines.mdp``; ε tuned on training tasks, as Duan et al. tuned theirs).
 Reported: the mean total reward per trial (sum over its n episodes) and its SEM.
 
-    python benchmarks/rl2_mdp.py [--quick] [--out PATH.json] [--episodes 10,25] [--cells gru]
+    python benchmarks/rl2_mdp.py [--quick] [--out PATH.json] [--episodes 10,25] [--cells lngru,gru]
         [--num-tasks N] [--gamma G] [--gae-lambda L] [--learning-rate LR] [--ent-coef C]
         # the PPO overrides are for probes
 """
@@ -56,25 +57,44 @@ def tune_epsilon(tasks, n: int, quick: bool) -> float:
 HORIZON = 10  # steps per episode of jmeta.make("tabular-mdp")
 
 
-def rl2_config(n: int, cell: str, quick: bool, reward_scale: float | None = None,
+# n <= 10's memory and PPO details since session 16 (benchmarks/RESULTS.md): the layer-normalised
+# GRU of Lingle's PyTorch RL² with its own critic core and PPO clipping 0.1 (the bandit script's
+# n = 100 setting; the schedules of that one are untested here).
+CELL_SETTING = dict(cell="lngru", separate_critic=True, clip_eps=0.1)
+
+
+def default_cells(n: int, quick: bool) -> list[str]:
+    """The memories trained at trial length ``n`` without ``--cells``."""
+    return ["lngru" if n <= 10 and not quick else "gru"]
+
+
+def rl2_config(n: int, cell: str | None, quick: bool, reward_scale: float | None = None,
                **overrides) -> rl2.Config:
+    """The configuration for trials of ``n`` episodes; ``cell`` (``None``: the length's own)
+    replaces only the memory (at n <= 10 the separate critic core, for recurrent memories, and
+    the clipping of ``CELL_SETTING`` stay); ``overrides`` (probes) replace any field."""
     # With the rewards unscaled (value targets ~60), 300 iterations at n=10 stayed at random
     # play (~100); scaled by 0.1 they reached ~112 by iteration 125 (2026-11-25 probe).
     scale = default_reward_scale(n * HORIZON) if reward_scale is None else reward_scale
     if quick:
         return rl2.Config(**{**dict(
-            num_tasks=8, trial_episodes=n, cell=cell, hidden_size=16, num_heads=2, num_layers=1,
+            num_tasks=8, trial_episodes=n, cell=cell or "gru", hidden_size=16, num_heads=2, num_layers=1,
             num_minibatches=2, num_epochs=2, learning_rate=3e-3, reward_scale=scale),
             **overrides})
     # The best measured setting (benchmarks/RESULTS.md): Adam 3e-4 with entropy 0.03 kept the
     # policy exploring where Adam 1e-3 / 0.01 plateaued at 110-120 (n=10) and stayed at random
     # play (n=25); 256 trials at n=10 (124.2 after 2,400 iterations), 64 at n=25 (297.6 after
-    # 1,500).
+    # 1,500). Since session 16 n <= 10 trains CELL_SETTING (the GRU setting otherwise; 124.2 at
+    # 2,400 iterations for the GRU).
+    setting = dict(CELL_SETTING) if n <= 10 else {}
+    setting["cell"] = cell or setting.get("cell", "gru")
+    if setting["cell"] == "transformer":  # its trunk is shared: no separate critic core
+        setting.pop("separate_critic", None)
     return rl2.Config(**{**dict(
-        num_tasks=256 if n <= 10 else 64, trial_episodes=n, cell=cell,
-        hidden_size=256 if cell != "transformer" else 64, num_heads=4, num_layers=2,
+        num_tasks=256 if n <= 10 else 64, trial_episodes=n,
+        hidden_size=256 if setting["cell"] != "transformer" else 64, num_heads=4, num_layers=2,
         num_minibatches=4, num_epochs=4, learning_rate=3e-4, gamma=0.99, gae_lambda=0.3,
-        ent_coef=0.03, max_grad_norm=0.5, reward_scale=scale), **overrides})
+        ent_coef=0.03, max_grad_norm=0.5, reward_scale=scale, **setting), **overrides})
 
 
 DEFAULT_ITERATIONS = {10: 2400, 25: 1500}  # the runs in benchmarks/RESULTS.md; 1,500 otherwise
@@ -85,7 +105,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default="benchmarks/results/rl2_mdp.json")
     ap.add_argument("--episodes", default=None, help="trial lengths n (default 10,25)")
-    ap.add_argument("--cells", default=None, help="memories to train (default gru)")
+    ap.add_argument("--cells", default=None,
+                    help="memories to train (default: lngru at n <= 10, else gru); at n <= 10 "
+                         "each keeps the separate critic core (recurrent memories) and the "
+                         "clipping 0.1 unless --no-separate-critic / --clip-eps say otherwise")
     ap.add_argument("--iterations", type=int, default=None,
                     help="meta-iterations for every n (default 2400 at n=10, else 1500)")
     ap.add_argument("--test-tasks", type=int, default=None, help="default 1000")
@@ -102,7 +125,6 @@ def main(argv=None) -> dict:
     overrides = _common.rl2_probe_overrides(args)
 
     episodes = [int(x) for x in (args.episodes or ("2" if args.quick else "10,25")).split(",")]
-    cells = (args.cells or "gru").split(",")
     iterations = {n: args.iterations or (4 if args.quick else DEFAULT_ITERATIONS.get(n, 1500))
                   for n in episodes}
     test_tasks = args.test_tasks or (50 if args.quick else 1000)
@@ -111,10 +133,12 @@ def main(argv=None) -> dict:
     env, tasks = jmeta.make("tabular-mdp")
 
     tables, curves, baseline_options = {}, {}, {}
+    cells_by_n = {n: args.cells.split(",") if args.cells else default_cells(n, args.quick)
+                  for n in episodes}
     for n in episodes:
         table = {}
         eval_tasks = None
-        for cell in cells:
+        for cell in cells_by_n[n]:
             name = f"{cell}_n{n}"
             config = rl2_config(n, cell, args.quick, args.reward_scale, **overrides)
             algo = rl2.make(config, env, tasks)
@@ -139,6 +163,7 @@ def main(argv=None) -> dict:
     headline = {}
     for n in episodes:
         t = tables[f"n{n}"]
+        cells = cells_by_n[n]
         for cell in cells:
             prefix = "" if cell == cells[0] else f"{cell}_"
             headline[f"{prefix}n{n}_total_reward"] = t[f"rl2_{cell}"]["mean"]
@@ -146,20 +171,22 @@ def main(argv=None) -> dict:
         headline[f"greedy_n{n}_total_reward"] = t["greedy"]["mean"]
         headline[f"epsilon_greedy_n{n}_total_reward"] = t["epsilon_greedy"]["mean"]
         headline[f"random_n{n}_total_reward"] = t["random"]["mean"]
-    config = {"episodes": episodes, "cells": cells, "iterations": iterations,
+    config = {"episodes": episodes, "cells": {f"n{n}": c for n, c in cells_by_n.items()},
+              "iterations": iterations,
               "test_tasks": test_tasks, "env": "tabular-mdp (10 states, 5 actions, H=10)",
               "rl2": {f"{c}_n{n}": dataclasses.asdict(
                   rl2_config(n, c, args.quick, args.reward_scale, **overrides))
-                      for n in episodes for c in cells},
+                      for n in episodes for c in cells_by_n[n]},
               "baseline_options": baseline_options,
               "quick": args.quick}
     _common.write_json(args.out, headline, config, tables=tables, learning_curves=curves,
                        paper={f"n{n}": v for n, v in PAPER.items()})
     plot(curves, Path(args.out).with_suffix(".png"), "RL² on tabular MDPs")
 
-    agents = [f"rl2_{c}" for c in cells] + list(mdp.STRATEGIES)
-    print(f"\n{'n':>9s} " + " ".join(f"{a:>14s}" for a in agents))
     for n in episodes:
+        cells = cells_by_n[n]
+        agents = [f"rl2_{c}" for c in cells] + list(mdp.STRATEGIES)
+        print(f"\n{'n':>9s} " + " ".join(f"{a:>14s}" for a in agents))
         t = tables[f"n{n}"]
         print(f"{n:4d} jmeta " + " ".join(f"{t[a]['mean']:14.1f}" for a in agents)
               + (f"  (target RL² >= {TARGETS[n]})" if n in TARGETS else ""))

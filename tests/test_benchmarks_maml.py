@@ -77,21 +77,46 @@ def test_rl2_probe_overrides_replace_only_their_fields(module, args):
     ("rl2_bandits", 10, (256, 1.0, 1.0, 1e-3, 0.01)),    # 6.61 at n=10, k=5
     ("rl2_bandits", 100, (256, 0.99, 0.3, 3e-4, 0.03)),  # 81.7 at n=100, k=10 (lngru)
     ("rl2_bandits", 500, (16, 0.99, 0.3, 3e-4, 0.03)),   # 377.2 at n=500, k=10
-    ("rl2_mdp", 10, (256, 0.99, 0.3, 3e-4, 0.03)),       # 124.2 at n=10
+    ("rl2_mdp", 10, (256, 0.99, 0.3, 3e-4, 0.03)),       # n=10 (lngru, session 16)
     ("rl2_mdp", 25, (64, 0.99, 0.3, 3e-4, 0.03)),        # 297.6 at n=25
 ])
 def test_rl2_full_protocol_is_the_measured_configuration(module, n, expected):
     bench = _import_bench(module)
-    config = bench.rl2_config(n, False) if module == "rl2_bandits" else bench.rl2_config(
-        n, "gru", False)
+    if module == "rl2_bandits":
+        config = bench.rl2_config(n, False)
+    else:
+        [cell] = bench.default_cells(n, False)
+        config = bench.rl2_config(n, None, False)
+        assert cell == config.cell
     assert (config.num_tasks, config.gamma, config.gae_lambda, config.learning_rate,
             config.ent_coef) == expected
     assert (config.hidden_size, config.num_minibatches, config.num_epochs) == (256, 4, 4)
-    # the memory and PPO details of each headline run (session 15: the layer-normalised GRU
-    # with its own critic core and clipping 0.1 at bandit n = 100)
-    lngru = module == "rl2_bandits" and n == 100
+    # the memory and PPO details of each headline run (the layer-normalised GRU with its own
+    # critic core and clipping 0.1 at bandit n = 100 since session 15, at MDP n = 10 since 16)
+    lngru = (module, n) in (("rl2_bandits", 100), ("rl2_mdp", 10))
     assert (config.cell, config.critic_core, config.clip_eps) == (
         ("lngru", True, 0.1) if lngru else ("gru", False, 0.2))
+    # session 16: bandit n = 100's second phase (entropy 0.01 from 400, Adam 1e-4 from 600)
+    phases = (module, n) == ("rl2_bandits", 100)
+    assert (config.ent_coef_schedule, config.learning_rate_schedule) == (
+        (((400, 0.01),), ((600, 1e-4),)) if phases else ((), ()))
+
+
+def test_rl2_mdp_explicit_cells_keep_the_n10_critic_and_clipping():
+    bench = _import_bench("rl2_mdp")
+    gru = bench.rl2_config(10, "gru", False)
+    assert (gru.cell, gru.critic_core, gru.clip_eps) == ("gru", True, 0.1)
+    tf = bench.rl2_config(10, "transformer", False)
+    assert (tf.cell, tf.critic_core, tf.hidden_size) == ("transformer", False, 64)
+    # the session-13 GRU run: --cells gru --no-separate-critic --clip-eps 0.2
+    old = bench.rl2_config(10, "gru", False, separate_critic=False, clip_eps=0.2)
+    assert (old.critic_core, old.clip_eps) == (False, 0.2)
+
+
+def test_rl2_bandits_transformer_keeps_its_shared_trunk_at_n100():
+    # --cell transformer replaces the memory; the Transformer has no separate critic core
+    config = _import_bench("rl2_bandits").rl2_config(100, False, "transformer", 64)
+    assert (config.cell, config.critic_core, config.clip_eps) == ("transformer", False, 0.1)
 
 
 def test_rl2_probe_flags_give_only_what_was_passed():
@@ -104,6 +129,8 @@ def test_rl2_probe_flags_give_only_what_was_passed():
     assert isinstance(args.num_tasks, int) and isinstance(args.hidden_size, int)
     args = ap.parse_args(["--separate-critic", "--clip-eps", "0.1"])
     assert _common.rl2_probe_overrides(args) == {"separate_critic": True, "clip_eps": 0.1}
+    assert _common.rl2_probe_overrides(ap.parse_args(["--no-separate-critic"])) == {
+        "separate_critic": False}
     with pytest.raises(SystemExit):
         ap.parse_args(["--hidden-size", "0"])
     args = ap.parse_args(["--ent-coef-schedule", "400:0.01,600:0", "--learning-rate-schedule",
