@@ -87,8 +87,9 @@ def rl2_config(n: int, quick: bool, cell: str | None = None, hidden: int = 256,
     #   layer-normalised GRU with its own critic core and PPO clipping 0.1 (CELL_SETTING below;
     #   81.7 at 400 iterations; the GRU with a shared core and clipping 0.2: 78.0 at 1,500; the
     #   layer-normalised cell alone: 79.7 at 800), and since session 16 entropy 0.01 from
-    #   iteration 400 and Adam 1e-4 from 600 (82.5 at 600 and 82.8 at 800 in resumed probes). Undiscounted trials (64, Adam 1e-3) learned
-    #   more slowly (74.6 at 1,500, 76.6 at 4,000); 64 trials at the GRU setting: 76.6 at 2,500.
+    #   iteration 400 and Adam 1e-4 from 600 (82.5 at 600 and 82.8 at 800 in resumed probes;
+    #   82.94 at 1,000 from scratch). Undiscounted trials (64, Adam 1e-3) learned more slowly
+    #   (74.6 at 1,500, 76.6 at 4,000); 64 trials at the GRU setting: 76.6 at 2,500.
     # * n > 100: 16 trials × 500 pulls, the n <= 100 optimiser with the GRU (377.2 at 4,000; the
     #   layer-normalised cell did not learn faster with 16 trials). Undiscounted trials (Adam
     #   1e-3) stayed at random play for 1,000 iterations (279.2 at 1,500).

@@ -78,7 +78,8 @@ def rl2_config(n: int, cell: str | None, quick: bool, reward_scale: float | None
     scale = default_reward_scale(n * HORIZON) if reward_scale is None else reward_scale
     if quick:
         return rl2.Config(**{**dict(
-            num_tasks=8, trial_episodes=n, cell=cell or "gru", hidden_size=16, num_heads=2, num_layers=1,
+            num_tasks=8, trial_episodes=n, cell=cell or "gru", hidden_size=16, num_heads=2,
+            num_layers=1,
             num_minibatches=2, num_epochs=2, learning_rate=3e-3, reward_scale=scale),
             **overrides})
     # The best measured setting (benchmarks/RESULTS.md): Adam 3e-4 with entropy 0.03 kept the
