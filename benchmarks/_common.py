@@ -62,8 +62,8 @@ _INT_FIELDS = ("num_tasks", "hidden_size")
 
 def add_rl2_probe_args(ap: argparse.ArgumentParser, defaults: dict[str, str]) -> None:
     """Adds ``--gamma --gae-lambda --num-tasks --learning-rate --ent-coef --hidden-size``,
-    overrides of the ``rl2.Config`` fields of the same names for probes (all default to ``None``: the script's own
-    configuration), and ``--task-critic`` (``rl2.Config.task_critic``). ``defaults`` gives each
+    overrides of the ``rl2.Config`` fields of the same names for probes (all default to
+    ``None``: the script's own configuration), and ``--task-critic`` (``rl2.Config.task_critic``). ``defaults`` gives each
     numeric field's script default in words, for the help. Also ``--task-prediction-coef``,
     ``--outer``, ``--max-kl``, ``--fisher-subsample``, ``--separate-critic``, ``--clip-eps``,
     ``--ent-coef-schedule`` and ``--learning-rate-schedule``."""
@@ -115,18 +115,28 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+def with_memory(setting: dict[str, Any], cell: str | None) -> dict[str, Any]:
+    """An RL² benchmark's ``rl2.Config`` fields ``setting`` with its memory replaced by ``cell``
+    (``None``: the setting's own, else the GRU); a Transformer drops ``separate_critic`` (its
+    trunk is shared: no separate critic core), the other fields stay."""
+    setting = {**setting, "cell": cell or setting.get("cell", "gru")}
+    if setting["cell"] == "transformer":
+        setting.pop("separate_critic", None)
+    return setting
+
+
 def schedule(text: str) -> tuple[tuple[int, float], ...]:
     """An argparse ``type``: ``"400:0.01,600:0.003"`` -> ``((400, 0.01), (600, 0.003))``, a
     piecewise-constant ``rl2.Config`` schedule (checked by ``rl2.check_schedule``)."""
     from jmeta.algorithms import rl2
+    from jmeta.training import configs
 
     try:
-        pairs = [p.split(":") for p in text.split(",")]
-        if any(len(p) != 2 for p in pairs):
+        if any(not part.strip() for part in text.split(",")):  # no empty pair (nor text)
             raise ValueError
-        return rl2.check_schedule("schedule", [(int(a), float(b)) for a, b in pairs],
-                                  allow_zero=True)
-    except ValueError as err:
+        pairs = configs.coerce(tuple[tuple[int, float], ...], text, "schedule")
+        return rl2.check_schedule("schedule", pairs, allow_zero=True)
+    except ValueError as err:  # configs.ConfigError is one
         detail = f" ({err})" if str(err) else ""
         raise argparse.ArgumentTypeError(
             f"expected ITERATION:VALUE pairs joined by ',', e.g. 400:0.01,600:0.003; got "

@@ -77,7 +77,8 @@ def rl2_config(n: int, quick: bool, cell: str | None = None, hidden: int = 256,
     if quick:
         return rl2.Config(**{**dict(
             num_tasks=16, trial_episodes=n, cell=cell or "gru", hidden_size=16,
-            num_minibatches=2, num_epochs=2, learning_rate=3e-3, gamma=1.0, gae_lambda=1.0, reward_scale=scale),
+            num_minibatches=2, num_epochs=2, learning_rate=3e-3, gamma=1.0, gae_lambda=1.0,
+            reward_scale=scale),
             **overrides})
     # One configuration per trial length, each the best measured one (benchmarks/RESULTS.md):
     # * n <= 10: 256 trials, γ = λ = 1, Adam 1e-3, entropy 0.01 (6.61 at 3,000 iterations). The
@@ -100,9 +101,7 @@ def rl2_config(n: int, quick: bool, cell: str | None = None, hidden: int = 256,
                        learning_rate=3e-4, ent_coef=0.03)
     if 10 < n <= 100:
         setting.update(CELL_SETTING)
-    setting["cell"] = cell or setting.get("cell", "gru")
-    if setting["cell"] == "transformer":  # its trunk is shared: no separate critic core
-        setting.pop("separate_critic", None)
+    setting = _common.with_memory(setting, cell)
     return rl2.Config(**{**dict(
         trial_episodes=n, hidden_size=hidden, num_minibatches=4, num_epochs=4,
         max_grad_norm=0.5, reward_scale=scale, **setting), **overrides})

@@ -79,18 +79,15 @@ def rl2_config(n: int, cell: str | None, quick: bool, reward_scale: float | None
     if quick:
         return rl2.Config(**{**dict(
             num_tasks=8, trial_episodes=n, cell=cell or "gru", hidden_size=16, num_heads=2,
-            num_layers=1,
-            num_minibatches=2, num_epochs=2, learning_rate=3e-3, reward_scale=scale),
+            num_layers=1, num_minibatches=2, num_epochs=2, learning_rate=3e-3,
+            reward_scale=scale),
             **overrides})
     # The best measured setting (benchmarks/RESULTS.md): Adam 3e-4 with entropy 0.03 kept the
     # policy exploring where Adam 1e-3 / 0.01 plateaued at 110-120 (n=10) and stayed at random
     # play (n=25); 256 trials at n=10 (124.2 after 2,400 iterations), 64 at n=25 (297.6 after
     # 1,500). Since session 16 n <= 10 trains CELL_SETTING (the GRU setting otherwise; 124.2 at
     # 2,400 iterations for the GRU).
-    setting = dict(CELL_SETTING) if n <= 10 else {}
-    setting["cell"] = cell or setting.get("cell", "gru")
-    if setting["cell"] == "transformer":  # its trunk is shared: no separate critic core
-        setting.pop("separate_critic", None)
+    setting = _common.with_memory(CELL_SETTING if n <= 10 else {}, cell)
     return rl2.Config(**{**dict(
         num_tasks=256 if n <= 10 else 64, trial_episodes=n,
         hidden_size=256 if setting["cell"] != "transformer" else 64, num_heads=4, num_layers=2,
