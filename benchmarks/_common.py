@@ -212,6 +212,24 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / median
 
 
+def load_state(algo, path: str | os.PathLike, seed: int = 0):
+    """The TrainState of ``algo`` in the checkpoint ``path`` (written by
+    :func:`train_with_checkpoints`; the key stored as raw key data)."""
+    from flax import serialization
+
+    template = algo.init(jax.random.key(seed))
+    template = template.replace(key=jax.random.key_data(template.key))
+    raw = serialization.from_bytes(template, Path(path).read_bytes())
+    # from_bytes matches the tree's keys but not its arrays' shapes: check them here, so a
+    # checkpoint of another setting fails now, not inside a jitted program later.
+    for (where, want), got in zip(jax.tree_util.tree_leaves_with_path(template),
+                                  jax.tree_util.tree_leaves(raw)):
+        if jax.numpy.shape(want) != jax.numpy.shape(got):
+            raise ValueError(f"{jax.tree_util.keystr(where)} has shape {jax.numpy.shape(got)} "
+                             f"in the checkpoint, {jax.numpy.shape(want)} in the configuration")
+    return raw.replace(key=jax.random.wrap_key_data(raw.key))
+
+
 def train_with_checkpoints(algo, iterations: int, chunk: int, ckpt_dir: Path, name: str,
                            resume: bool, log: Callable[[str], None],
                            record: Callable[[Any, int], dict], seed: int = 0):
@@ -240,9 +258,7 @@ def train_with_checkpoints(algo, iterations: int, chunk: int, ckpt_dir: Path, na
     history: list[dict] = []
     ckpt, hist_path = ckpt_dir / f"{name}.msgpack", ckpt_dir / f"{name}.history.json"
     if resume and ckpt.exists() and hist_path.exists():
-        raw = serialization.from_bytes(state.replace(key=jax.random.key_data(state.key)),
-                                       ckpt.read_bytes())
-        state = raw.replace(key=jax.random.wrap_key_data(raw.key))
+        state = load_state(algo, ckpt, seed)
         done = int(state.iteration)
         history = [h for h in json.loads(hist_path.read_text()) if h["iteration"] <= done]
         if len(history) != done:

@@ -22,6 +22,7 @@ REQUIRED_KEYS = {
     "rl2_bandits": ["n10_k5_total_reward", "ucb1_n10_k5_total_reward",
                     "thompson_n10_k5_total_reward", "train_steps_per_s", "flop_efficiency"],
     "rl2_mdp": ["n2_total_reward", "psrl_n2_total_reward"],
+    "rl2_checkpoints": ["first_to_last_paired_gain", "first_to_last_paired_sem"],
     "rl2_nav": ["rl2_return_episode1", "rl2_return_episode2", "rl2_return_episode3",
                 "rl2_return_episode4"],
     "rl2_memory": ["lstm_late_accuracy_n2", "gru_late_accuracy_n2",

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -183,3 +184,36 @@ def test_checkpointed_training_resumes_exactly_after_a_kill_between_its_writes(t
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_rl2_checkpoints_paired_difference_by_hand():
+    bench = _import_bench("rl2_checkpoints")
+    # per-task differences [1, 0, 2]: mean 1, population std sqrt(2/3), SEM sqrt(2/3) / sqrt(3)
+    d = bench.paired(np.array([1.0, 2.0, 3.0]), np.array([2.0, 2.0, 5.0]))
+    assert d["mean"] == pytest.approx(1.0)
+    assert d["sem"] == pytest.approx(np.sqrt(2 / 3) / np.sqrt(3))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["mdp", "--n", "10", "a.msgpack"], "expected two or more checkpoints to compare, got 1"),
+    (["mdp", "a.msgpack", "b.msgpack"], "give the benchmark (bandit or mdp), --n"),
+    (["mdp", "--n", "10", "nowhere/a.msgpack", "nowhere/b.msgpack"],
+     "no checkpoint file nowhere/a.msgpack"),
+    (["bandit", "--n", "0", "a.msgpack", "b.msgpack"], "expected a positive integer, got '0'"),
+])
+def test_rl2_checkpoints_bad_arguments_are_usage_errors(args, message):
+    proc = subprocess.run([sys.executable, str(BENCH_DIR / "rl2_checkpoints.py"), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+
+
+def test_rl2_checkpoints_refuses_a_checkpoint_of_another_setting(tmp_path):
+    """A bandit checkpoint does not restore into the MDP configuration: a clear error."""
+    bench = _import_bench("rl2_checkpoints")
+    a, b = bench.quick_checkpoints(tmp_path)
+    proc = subprocess.run([sys.executable, str(BENCH_DIR / "rl2_checkpoints.py"), "mdp", "--n",
+                           "2", "--quick", str(a), str(b), "--out", str(tmp_path / "x.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "does not restore into the mdp n=2 configuration" in proc.stderr
