@@ -75,7 +75,7 @@ def test_rl2_probe_overrides_replace_only_their_fields(module, args):
 
 @pytest.mark.parametrize("module,n,expected", [
     # (num_tasks, gamma, gae_lambda, learning_rate, ent_coef) of the runs in benchmarks/RESULTS.md
-    ("rl2_bandits", 10, (256, 1.0, 1.0, 1e-3, 0.01)),    # 6.61 at n=10, k=5
+    ("rl2_bandits", 10, (256, 1.0, 1.0, 1e-3, 0.01)),    # 6.68 at n=10, k=5
     ("rl2_bandits", 100, (256, 0.99, 0.3, 3e-4, 0.03)),  # 81.7 at n=100, k=10 (lngru)
     ("rl2_bandits", 500, (16, 0.99, 0.3, 3e-4, 0.03)),   # 377.2 at n=500, k=10
     ("rl2_mdp", 10, (256, 0.99, 0.3, 3e-4, 0.03)),       # n=10 (lngru, session 16)
