@@ -83,8 +83,8 @@ class Config:
         ``"transformer"`` (:class:`jmeta.networks.TransformerActorCritic`). Measured: ``"lngru"``
         with ``separate_critic=True`` and ``clip_eps=0.1`` needs 4× fewer iterations or less than
         the GRU for its level on the bandit and MDP benchmarks and ends higher on both (MDP
-        n = 10: 137.0 against 124.2 at 2,400 iterations; ``benchmarks/RESULTS.md``, sessions
-        15–16); the default stays Duan et al.'s GRU.
+        n = 10: 137.0 against 124.2 at 2,400 iterations, 146.6 at 4,000;
+        ``benchmarks/RESULTS.md``, sessions 15–17); the default stays Duan et al.'s GRU.
       hidden_size: recurrent width (Duan et al.: 256), or the Transformer's token width.
       num_layers: Transformer blocks.
       num_heads: Transformer attention heads (must divide ``hidden_size``).
