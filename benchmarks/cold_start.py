@@ -152,7 +152,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--popularity-users", type=int, default=None,
                     help="training users the popularity is estimated from (default 10000)")
     ap.add_argument("--latency-repeats", type=int, default=None, help="default 30 (quick 5)")
-    ap.add_argument("--chunk", type=int, default=100, help="meta-iterations per jitted chunk")
+    ap.add_argument("--chunk", type=_common.positive_int, default=100,
+                    help="meta-iterations per jitted chunk")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--ckpt-dir", default="benchmarks/out/cold_start")
     args = ap.parse_args(argv)

@@ -185,7 +185,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default="benchmarks/results/distributed.json")
     ap.add_argument("--samplers", default=None, help="comma-separated counts (default 1,2,4)")
     ap.add_argument("--iterations", type=int, default=None, help="default 100")
-    ap.add_argument("--test-tasks", type=int, default=None, help="default 40")
+    ap.add_argument("--test-tasks", type=_common.positive_int, default=None, help="default 40")
     ap.add_argument("--seed", type=int, default=2)
     ap.add_argument("--parity-seeds", type=int, default=None,
                     help="in-process runs (seeds SEED, SEED+1, ...) for the parity (default 3)")

@@ -97,11 +97,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default="benchmarks/results/load_balancing.json")
     ap.add_argument("--maml-iterations", type=int, default=None, help="default 1000 (quick 1)")
     ap.add_argument("--rl2-iterations", type=int, default=None, help="default 3000 (quick 3)")
-    ap.add_argument("--test-tasks", type=int, default=None, help="default 200 (quick 16)")
+    ap.add_argument("--test-tasks", type=_common.positive_int, default=None, help="default 200 (quick 16)")
     ap.add_argument("--horizon", type=int, default=None, help="jobs per episode (default 50, "
                                                              "quick 20)")
     ap.add_argument("--episodes", type=int, default=3, help="episodes of the evaluation trial")
-    ap.add_argument("--chunk", type=int, default=100, help="meta-iterations per jitted chunk")
+    ap.add_argument("--chunk", type=_common.positive_int, default=100,
+                    help="meta-iterations per jitted chunk")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--ckpt-dir", default="benchmarks/out/load_balancing")
     args = ap.parse_args(argv)

@@ -275,7 +275,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--num-tasks", type=int, default=None, help="meta-batch (default 20)")
     ap.add_argument("--episodes", type=int, default=None, help="trajectories per task (10)")
     ap.add_argument("--eval-episodes", type=int, default=None, help="default 20")
-    ap.add_argument("--test-tasks", type=int, default=None, help="default 40")
+    ap.add_argument("--test-tasks", type=_common.positive_int, default=None, help="default 40")
     ap.add_argument("--inner-lr", type=float, default=0.1)
     ap.add_argument("--first-order", action="store_true",
                     help="FOMAML-TRPO (first-order meta-gradient) instead of second order")
@@ -294,7 +294,7 @@ def main(argv=None) -> dict:
                          f"(default {CHEETAH_SOLVER[0]}/{CHEETAH_SOLVER[1]}, see CHEETAH_SOLVER), "
                          "or 'env' for the env default (1/4); the speed measurement always uses "
                          "the env default")
-    ap.add_argument("--chunk", type=int, default=10)
+    ap.add_argument("--chunk", type=_common.positive_int, default=10)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--speed-only", action="store_true", help="only the speed measurement")

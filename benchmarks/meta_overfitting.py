@@ -202,8 +202,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--seeds", type=int, default=None, help="default 3")
     ap.add_argument("--iterations", default=None, help="per algo, default maml=150,rl2=300")
     ap.add_argument("--horizon", type=int, default=None, help="default 50")
-    ap.add_argument("--test-tasks", type=int, default=None, help="default 40")
-    ap.add_argument("--chunk", type=int, default=25)
+    ap.add_argument("--test-tasks", type=_common.positive_int, default=None, help="default 40")
+    ap.add_argument("--chunk", type=_common.positive_int, default=25)
     ap.add_argument("--resume", action="store_true",
                     help="skip the variants already in OUT.partial.json")
     args = ap.parse_args(argv)

@@ -212,7 +212,7 @@ def main(argv=None) -> dict:
                          "(default 10:3000,100:1000,500:4000)")
     ap.add_argument("--test-tasks", type=_common.positive_int, default=None,
                     help="default 5000")
-    ap.add_argument("--chunk", type=int, default=50)
+    ap.add_argument("--chunk", type=_common.positive_int, default=50)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--cell", default=None, choices=rl2.MEMORIES,

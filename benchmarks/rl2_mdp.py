@@ -110,8 +110,8 @@ def main(argv=None) -> dict:
                          "clipping 0.1 unless --no-separate-critic / --clip-eps say otherwise")
     ap.add_argument("--iterations", type=int, default=None,
                     help="meta-iterations for every n (default 4000 at n=10, else 1500)")
-    ap.add_argument("--test-tasks", type=int, default=None, help="default 1000")
-    ap.add_argument("--chunk", type=int, default=50)
+    ap.add_argument("--test-tasks", type=_common.positive_int, default=None, help="default 1000")
+    ap.add_argument("--chunk", type=_common.positive_int, default=50)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--reward-scale", type=float, default=None,
                     help="rl2.Config.reward_scale (default min(1, 10 / trial steps))")

@@ -217,3 +217,24 @@ def test_rl2_checkpoints_refuses_a_checkpoint_of_another_setting(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     assert "does not restore into the mdp n=2 configuration" in proc.stderr
+
+
+
+TRAINING_SCRIPTS = ("cold_start", "distributed", "load_balancing", "maml_rl_mjx", "maml_rl_nav",
+                    "meta_overfitting", "rl2_bandits", "rl2_checkpoints", "rl2_mdp", "rl2_memory",
+                    "rl2_nav")
+COUNT_FLAGS = [(name, flag) for name in TRAINING_SCRIPTS for flag in ("--chunk", "--test-tasks")
+               if f'"{flag}"' in (BENCH_DIR / f"{name}.py").read_text()]
+
+
+def test_count_flags_cover_every_script():
+    assert {name for name, _ in COUNT_FLAGS} == set(TRAINING_SCRIPTS)
+
+
+@pytest.mark.parametrize("name,flag", COUNT_FLAGS)
+def test_chunk_and_test_tasks_must_be_positive(name, flag, capsys):
+    """0 was taken as "the default" (``args.x or default``), and ``--chunk 0`` never ended."""
+    with pytest.raises(SystemExit) as exit_info:
+        _import_bench(name).main([flag, "0"])
+    assert exit_info.value.code == 2
+    assert "expected a positive integer, got '0'" in capsys.readouterr().err
