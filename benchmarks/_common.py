@@ -254,7 +254,6 @@ def train_with_checkpoints(algo, iterations: int, chunk: int, ckpt_dir: Path, na
 
     from jmeta.training.logs import write_atomic
 
-    state = algo.init(jax.random.key(seed))
     history: list[dict] = []
     ckpt, hist_path = ckpt_dir / f"{name}.msgpack", ckpt_dir / f"{name}.history.json"
     if resume and ckpt.exists() and hist_path.exists():
@@ -265,6 +264,8 @@ def train_with_checkpoints(algo, iterations: int, chunk: int, ckpt_dir: Path, na
             raise RuntimeError(f"{hist_path}: {len(history)} history entries up to the "
                                f"checkpoint's iteration {done}; the pair does not match")
         log(f"{name}: resumed at iteration {done}")
+    else:
+        state = algo.init(jax.random.key(seed))
     train = jax.jit(algo.train, static_argnames="num_iterations")
     while int(state.iteration) < iterations:
         n = min(chunk, iterations - int(state.iteration))

@@ -50,10 +50,14 @@ def make_algo(env_name: str, n: int, k: int, cell: str | None, quick: bool):
     return rl2.make(config, env, tasks), tasks, config
 
 
+def mean_sem(x: np.ndarray) -> dict[str, float]:
+    """Mean and standard error of the mean of per-task values ``x``."""
+    return {"mean": float(x.mean()), "sem": float(x.std() / np.sqrt(len(x)))}
+
+
 def paired(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     """Mean and SEM of the per-task differences ``b - a``."""
-    d = b - a
-    return {"mean": float(d.mean()), "sem": float(d.std() / np.sqrt(len(d)))}
+    return mean_sem(b - a)
 
 
 def quick_checkpoints(directory: Path) -> list[Path]:
@@ -117,15 +121,17 @@ def main(argv=None) -> dict:
         total = np.asarray(jnp.sum(ev.returns, axis=-1))
         totals.append(total)
         rows.append({"checkpoint": str(path), "iteration": int(state.iteration),
-                     "mean": float(total.mean()),
-                     "sem": float(total.std() / np.sqrt(len(total)))})
+                     **mean_sem(total)})
     steps = [{"from": rows[i]["iteration"], "to": rows[i + 1]["iteration"],
               **paired(totals[i], totals[i + 1])} for i in range(len(rows) - 1)]
     first_last = paired(totals[0], totals[-1])
     if tmp is not None:
         tmp.cleanup()
 
-    headline = {f"iteration_{r['iteration']}_total_reward": r["mean"] for r in rows}
+    headline = {}
+    for i, r in enumerate(rows):  # two branches of a run can stand at the same iteration
+        name = f"iteration_{r['iteration']}_total_reward"
+        headline[name if name not in headline else f"{name}_{i}"] = r["mean"]
     headline["first_to_last_paired_gain"] = first_last["mean"]
     headline["first_to_last_paired_sem"] = first_last["sem"]
     _common.write_json(args.out, headline, {
