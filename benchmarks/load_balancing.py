@@ -97,7 +97,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default="benchmarks/results/load_balancing.json")
     ap.add_argument("--maml-iterations", type=int, default=None, help="default 1000 (quick 1)")
     ap.add_argument("--rl2-iterations", type=int, default=None, help="default 3000 (quick 3)")
-    ap.add_argument("--test-tasks", type=_common.positive_int, default=None, help="default 200 (quick 16)")
+    ap.add_argument("--test-tasks", type=_common.positive_int, default=None,
+                    help="default 200 (quick 16)")
     ap.add_argument("--horizon", type=int, default=None, help="jobs per episode (default 50, "
                                                              "quick 20)")
     ap.add_argument("--episodes", type=int, default=3, help="episodes of the evaluation trial")

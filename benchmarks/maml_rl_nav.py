@@ -94,7 +94,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--inner-lr", type=float, default=0.5)
     ap.add_argument("--methods", default=None,
                     help=f"comma-separated subset of {','.join(METHODS)} (quick: trpo,random)")
-    ap.add_argument("--chunk", type=_common.positive_int, default=10, help="meta-iterations per jitted chunk")
+    ap.add_argument("--chunk", type=_common.positive_int, default=10,
+                    help="meta-iterations per jitted chunk")
     ap.add_argument("--test-tasks", type=_common.positive_int, default=None, help="default 40")
     ap.add_argument("--action-scaling", choices=("rllab", "raw"), default="rllab",
                     help="rllab: policy acts in [-1,1]² rescaled to the env's box (authors' code)")

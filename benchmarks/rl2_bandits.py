@@ -5,7 +5,9 @@ For each setting (n pulls per trial, k arms): RL² (256 wide, PPO over trials; a
 for ``--iterations`` meta-iterations, then every strategy plays one trial on the *same* 5,000 test
 tasks (arm means U[0, 1]; 1,000 before session 17, whose SEM at n = 100, 0.39, was larger than
 the margin to the target): RL², random, greedy, ε-greedy, UCB1, Thompson sampling and Gittins
-indices (``jmeta.baselines.bandits``). Reported: the mean total reward per trial and its SEM.
+indices (``jmeta.baselines.bandits``). Reported: the mean total reward per trial and its SEM,
+and where each strategy loses reward: its regret per pull (the best arm's mean minus the reward),
+averaged over each tenth of the trial (``regret_per_pull_by_tenth`` in the JSON's tables).
 
 Throughput: training env-steps per second (rollout and PPO updates included) of a GRU-256 and an
 LSTM-256 agent at n=100, k=10, and the achieved GFLOP/s against a matmul peak measured in the same
@@ -130,6 +132,23 @@ TUNING_GRID = {
     "epsilon_greedy": {"epsilon": (0.0, 0.01, 0.05, 0.1, 0.2)},
     "gittins": {"discount": (0.8, 0.9, 0.95, 0.98, 0.99)},
 }
+
+
+def baseline_rewards(strategy: str, arm_means, key, n: int, options: dict):
+    """``[tasks, n]`` per-pull rewards of ``strategy``: the trials of ``bandits.evaluate(strategy,
+    arm_means, key, n, **options)``, whose totals are their sums."""
+    keys = jax.random.split(key, arm_means.shape[0])
+    return jax.vmap(lambda m, k: bandits.rollout(strategy, m, k, n, **options).rewards)(
+        arm_means, keys)
+
+
+def per_tenth(per_pull) -> list[float]:
+    """Mean of a ``[n]`` per-pull curve over each tenth of the trial (``n`` a multiple of 10;
+    otherwise the curve itself)."""
+    per_pull = np.asarray(per_pull, dtype=float)
+    if per_pull.shape[0] % 10:
+        return per_pull.tolist()
+    return per_pull.reshape(10, -1).mean(axis=1).tolist()
 
 
 def tune_baselines(tasks, n: int, quick: bool) -> dict:
@@ -260,17 +279,23 @@ def main(argv=None) -> dict:
         key = jax.random.key(2024)
         ev = jax.jit(jmeta.evaluate, static_argnums=(0, 2, 4))(algo, state, tasks.test, key,
                                                                test_tasks)
-        totals = {"rl2": np.asarray(jnp.sum(ev.returns, axis=-1))}
+        per_pull = {"rl2": np.asarray(ev.returns)}  # [tasks, n] rewards
         options = tune_baselines(tasks, n, args.quick)
         for strategy in bandits.STRATEGIES:  # the same test tasks as RL²
-            totals[strategy] = np.asarray(jax.jit(
-                lambda means, kk, s=strategy: bandits.evaluate(s, means, kk, n,
-                                                               **options.get(s, {})))(
+            per_pull[strategy] = np.asarray(jax.jit(
+                lambda means, kk, s=strategy: baseline_rewards(s, means, kk, n,
+                                                               options.get(s, {})))(
                     ev.tasks.arm_means, jax.random.key(7)))
         tuned[name] = options
+        totals = {s: r.sum(axis=-1) for s, r in per_pull.items()}
         tables[name] = {s: {"mean": float(v.mean()), "sem": float(v.std() / np.sqrt(len(v)))}
                         for s, v in totals.items()}
         tables[name]["rl2_per_pull"] = np.asarray(ev.mean).tolist()
+        # Where each strategy loses reward: the best arm's mean minus the reward, per tenth of
+        # the trial (each pull's mean over the test tasks; realised rewards, so unbiased).
+        best = np.asarray(ev.tasks.arm_means).max(axis=-1, keepdims=True)
+        tables[name]["regret_per_pull_by_tenth"] = {
+            s: per_tenth(np.mean(best - r, axis=0)) for s, r in per_pull.items()}
         curves[name] = history
         log(f"{name}: RL² {tables[name]['rl2']['mean']:.2f}  "
             + "  ".join(f"{s} {tables[name][s]['mean']:.2f}" for s in bandits.STRATEGIES))
@@ -313,6 +338,10 @@ def main(argv=None) -> dict:
                                                 for c in cols))
         if (n, k) in TARGETS:
             print(f"  target RL² >= {TARGETS[(n, k)]}")
+        print("  regret per pull (best arm's mean - reward), mean over each tenth of the trial:")
+        for c in cols:
+            print(f"  {c:>14s} " + " ".join(f"{v:.3f}" for v in
+                                            t["regret_per_pull_by_tenth"][c]))
     for r in tput:
         print(f"{r['cell']}-{r['hidden']} n={r['n']} k={r['k']}: {r['steps_per_s']:,.0f} "
               f"train steps/s, {r['gflops']:.1f} GFLOP/s, efficiency {r['flop_efficiency']:.3f} "

@@ -80,7 +80,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default="benchmarks/results/rl2_nav.json")
     ap.add_argument("--iterations", type=int, default=None, help="default 500")
     ap.add_argument("--hidden", type=int, default=128, help="GRU width (default 128)")
-    ap.add_argument("--test-tasks", type=_common.positive_int, default=None, help="default 40 (as maml_rl_nav)")
+    ap.add_argument("--test-tasks", type=_common.positive_int, default=None,
+                    help="default 40 (as maml_rl_nav)")
     ap.add_argument("--chunk", type=_common.positive_int, default=25)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--ckpt-dir", default="benchmarks/out/rl2_nav")
