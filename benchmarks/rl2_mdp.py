@@ -7,7 +7,8 @@ own critic core at n <= 10 and the GRU-256 otherwise, ``default_cells``; or the 
 RL² is trained for ``--iterations`` meta-iterations, then every agent plays one trial on the same
 1000 test tasks: RL², random actions, posterior sampling (PSRL), certainty-equivalent greedy and
 ε-greedy (``jmeta.baselines.mdp``; ε tuned on training tasks, as Duan et al. tuned theirs).
-Reported: the mean total reward per trial (sum over its n episodes) and its SEM.
+Reported: the mean total reward per trial (sum over its n episodes) and its SEM, and each
+agent's mean return per episode of the trial (``per_episode`` in the JSON's tables).
 
     python benchmarks/rl2_mdp.py [--quick] [--out PATH.json] [--episodes 10,25] [--cells lngru,gru]
         [--num-tasks N] [--gamma G] [--gae-lambda L] [--learning-rate LR] [--ent-coef C]
@@ -44,6 +45,13 @@ PAPER = {  # Duan et al. 2016, Table 2 (shared/reference/published.md)
 }
 TARGETS = {10: 155.0, 25: 440.0}
 EPSILONS = (0.01, 0.03, 0.1, 0.2)  # the epsilon_greedy grid
+
+
+def baseline_episode_returns(strategy: str, params, key, n: int, options: dict):
+    """``[tasks, n]`` episode returns of ``strategy``: the trials of ``mdp.evaluate(strategy,
+    params, key, n, **options)``, whose totals are their sums."""
+    keys = jax.random.split(key, params.reward_means.shape[0])
+    return jax.vmap(lambda p, k: mdp.play(strategy, p, k, n, **options))(params, keys)
 
 
 def tune_epsilon(tasks, n: int, quick: bool) -> float:
@@ -147,15 +155,18 @@ def main(argv=None) -> dict:
             ev = jax.jit(jmeta.evaluate, static_argnums=(0, 2, 4))(
                 algo, state, tasks.test, jax.random.key(2024), test_tasks)
             eval_tasks = ev.tasks  # the same key: the same test tasks for every agent
-            table[f"rl2_{cell}"] = np.asarray(jnp.sum(ev.returns, axis=-1))
+            table[f"rl2_{cell}"] = np.asarray(ev.returns)  # [tasks, n] episode returns
             curves[name] = history
         options = {"epsilon_greedy": {"epsilon": tune_epsilon(tasks, n, args.quick)}}
         baseline_options[f"n{n}"] = options
         for strategy in mdp.STRATEGIES:
             table[strategy] = np.asarray(jax.jit(
-                lambda p, k, s=strategy: mdp.evaluate(s, p, k, n, **options.get(s, {})))(
+                lambda p, k, s=strategy: baseline_episode_returns(s, p, k, n,
+                                                                  options.get(s, {})))(
                     eval_tasks, jax.random.key(7)))
-        tables[f"n{n}"] = {a: {"mean": float(v.mean()), "sem": float(v.std() / np.sqrt(len(v)))}
+        tables[f"n{n}"] = {a: {"mean": float(v.sum(-1).mean()),
+                               "sem": float(v.sum(-1).std() / np.sqrt(len(v))),
+                               "per_episode": v.mean(axis=0).tolist()}
                            for a, v in table.items()}
         log(f"n={n}: " + "  ".join(f"{a} {v['mean']:.1f}" for a, v in tables[f"n{n}"].items()))
 
@@ -193,6 +204,9 @@ def main(argv=None) -> dict:
             paper = {**PAPER[n], f"rl2_{cells[0]}": PAPER[n]["rl2"]}
             print(f"{n:4d} paper " + " ".join(
                 f"{paper[a]:14.1f}" if a in paper else f"{'':14s}" for a in agents))
+        print("  return per episode of the trial:")
+        for a in agents:
+            print(f"  {a:>14s} " + " ".join(f"{v:5.1f}" for v in t[a]["per_episode"]))
     return headline
 
 

@@ -139,6 +139,23 @@ def test_rl2_bandits_per_pull_rewards_are_the_evaluated_trials():
     assert bench.per_tenth(np.arange(5.0)) == [0.0, 1.0, 2.0, 3.0, 4.0]  # n = 5: per pull
 
 
+def test_rl2_mdp_episode_returns_are_the_evaluated_trials():
+    import jax
+
+    import jmeta
+    from jmeta.baselines import mdp
+
+    bench = _import_bench("rl2_mdp")
+    _, tasks = jmeta.make("tabular-mdp")
+    params = tasks.sample_batch(jax.random.key(0), 3)
+    key = jax.random.key(5)
+    for strategy, options in (("psrl", {}), ("epsilon_greedy", {"epsilon": 0.2})):
+        returns = np.asarray(bench.baseline_episode_returns(strategy, params, key, 2, options))
+        assert returns.shape == (3, 2)
+        np.testing.assert_allclose(returns.sum(axis=-1),
+                                   mdp.evaluate(strategy, params, key, 2, **options), rtol=1e-6)
+
+
 def test_rl2_probe_flags_give_only_what_was_passed():
     _common = _import_bench("_common")
     ap = argparse.ArgumentParser()
