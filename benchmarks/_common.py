@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jax
+import numpy as np
 
 
 def machine_info() -> dict[str, Any]:
@@ -106,6 +107,13 @@ def rl2_probe_overrides(args: argparse.Namespace) -> dict[str, Any]:
               "fisher_subsample", "separate_critic", "clip_eps", "ent_coef_schedule",
               "learning_rate_schedule")
     return {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
+
+
+def mean_sem(x) -> dict[str, float]:
+    """``{"mean", "sem"}`` of per-task values ``x`` (the SEM with the population std, as every
+    RL² table here reports it)."""
+    x = np.asarray(x)
+    return {"mean": float(x.mean()), "sem": float(x.std() / np.sqrt(len(x)))}
 
 
 def positive_int(text: str) -> int:

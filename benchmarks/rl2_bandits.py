@@ -288,8 +288,7 @@ def main(argv=None) -> dict:
                     ev.tasks.arm_means, jax.random.key(7)))
         tuned[name] = options
         totals = {s: r.sum(axis=-1) for s, r in per_pull.items()}
-        tables[name] = {s: {"mean": float(v.mean()), "sem": float(v.std() / np.sqrt(len(v)))}
-                        for s, v in totals.items()}
+        tables[name] = {s: _common.mean_sem(v) for s, v in totals.items()}
         tables[name]["rl2_per_pull"] = np.asarray(ev.mean).tolist()
         # Where each strategy loses reward: the best arm's mean minus the reward, per tenth of
         # the trial (each pull's mean over the test tasks; realised rewards, so unbiased).

@@ -50,14 +50,9 @@ def make_algo(env_name: str, n: int, k: int, cell: str | None, quick: bool):
     return rl2.make(config, env, tasks), tasks, config
 
 
-def mean_sem(x: np.ndarray) -> dict[str, float]:
-    """Mean and standard error of the mean of per-task values ``x``."""
-    return {"mean": float(x.mean()), "sem": float(x.std() / np.sqrt(len(x)))}
-
-
 def paired(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     """Mean and SEM of the per-task differences ``b - a``."""
-    return mean_sem(b - a)
+    return _common.mean_sem(b - a)
 
 
 def quick_checkpoints(directory: Path) -> list[Path]:
@@ -121,7 +116,7 @@ def main(argv=None) -> dict:
         total = np.asarray(jnp.sum(ev.returns, axis=-1))
         totals.append(total)
         rows.append({"checkpoint": str(path), "iteration": int(state.iteration),
-                     **mean_sem(total)})
+                     **_common.mean_sem(total)})
     steps = [{"from": rows[i]["iteration"], "to": rows[i + 1]["iteration"],
               **paired(totals[i], totals[i + 1])} for i in range(len(rows) - 1)]
     first_last = paired(totals[0], totals[-1])

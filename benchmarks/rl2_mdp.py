@@ -164,8 +164,7 @@ def main(argv=None) -> dict:
                 lambda p, k, s=strategy: baseline_episode_returns(s, p, k, n,
                                                                   options.get(s, {})))(
                     eval_tasks, jax.random.key(7)))
-        tables[f"n{n}"] = {a: {"mean": float(v.sum(-1).mean()),
-                               "sem": float(v.sum(-1).std() / np.sqrt(len(v))),
+        tables[f"n{n}"] = {a: {**_common.mean_sem(v.sum(axis=-1)),
                                "per_episode": v.mean(axis=0).tolist()}
                            for a, v in table.items()}
         log(f"n={n}: " + "  ".join(f"{a} {v['mean']:.1f}" for a, v in tables[f"n{n}"].items()))
