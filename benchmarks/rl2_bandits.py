@@ -134,14 +134,6 @@ TUNING_GRID = {
 }
 
 
-def baseline_rewards(strategy: str, arm_means, key, n: int, options: dict):
-    """``[tasks, n]`` per-pull rewards of ``strategy``: the trials of ``bandits.evaluate(strategy,
-    arm_means, key, n, **options)``, whose totals are their sums."""
-    keys = jax.random.split(key, arm_means.shape[0])
-    return jax.vmap(lambda m, k: bandits.rollout(strategy, m, k, n, **options).rewards)(
-        arm_means, keys)
-
-
 def per_tenth(per_pull) -> list[float]:
     """Mean of a ``[n]`` per-pull curve over each tenth of the trial (``n`` a multiple of 10;
     otherwise the curve itself)."""
@@ -283,8 +275,8 @@ def main(argv=None) -> dict:
         options = tune_baselines(tasks, n, args.quick)
         for strategy in bandits.STRATEGIES:  # the same test tasks as RL²
             per_pull[strategy] = np.asarray(jax.jit(
-                lambda means, kk, s=strategy: baseline_rewards(s, means, kk, n,
-                                                               options.get(s, {})))(
+                lambda means, kk, s=strategy: bandits.evaluate_pulls(s, means, kk, n,
+                                                                     **options.get(s, {})))(
                     ev.tasks.arm_means, jax.random.key(7)))
         tuned[name] = options
         totals = {s: r.sum(axis=-1) for s, r in per_pull.items()}

@@ -47,13 +47,6 @@ TARGETS = {10: 155.0, 25: 440.0}
 EPSILONS = (0.01, 0.03, 0.1, 0.2)  # the epsilon_greedy grid
 
 
-def baseline_episode_returns(strategy: str, params, key, n: int, options: dict):
-    """``[tasks, n]`` episode returns of ``strategy``: the trials of ``mdp.evaluate(strategy,
-    params, key, n, **options)``, whose totals are their sums."""
-    keys = jax.random.split(key, params.reward_means.shape[0])
-    return jax.vmap(lambda p, k: mdp.play(strategy, p, k, n, **options))(params, keys)
-
-
 def tune_epsilon(tasks, n: int, quick: bool) -> float:
     """The ε of ``epsilon_greedy`` with the best mean total reward on training tasks."""
     params = tasks.train.sample_batch(jax.random.key(99), 50 if quick else 500)
@@ -161,8 +154,8 @@ def main(argv=None) -> dict:
         baseline_options[f"n{n}"] = options
         for strategy in mdp.STRATEGIES:
             table[strategy] = np.asarray(jax.jit(
-                lambda p, k, s=strategy: baseline_episode_returns(s, p, k, n,
-                                                                  options.get(s, {})))(
+                lambda p, k, s=strategy: mdp.evaluate_episodes(s, p, k, n,
+                                                               **options.get(s, {})))(
                     eval_tasks, jax.random.key(7)))
         tables[f"n{n}"] = {a: {**_common.mean_sem(v.sum(axis=-1)),
                                "per_episode": v.mean(axis=0).tolist()}

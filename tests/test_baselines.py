@@ -4,8 +4,6 @@ Compilation dominates the run time here, so tests share a few jitted functions w
 (bandits: 64 trials of 2 arms, 50 pulls; MDPs: 64 tasks of 10 states, 5 actions, 10 episodes).
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,11 +37,8 @@ def _bandit_eval(strategy, arm_means, key, **options):
 _mdp_eval = jax.jit(mdp.evaluate, static_argnames=("strategy", "num_episodes"))
 
 
-@functools.partial(jax.jit, static_argnames=("strategy", "num_episodes"))
-def _mdp_play_batch(strategy, params, key, num_episodes):
-    """``[N, num_episodes]`` returns; task i gets ``split(key, N)[i]``, as in ``mdp.evaluate``."""
-    keys = jax.random.split(key, params.reward_means.shape[0])
-    return jax.vmap(lambda p, k: mdp.play(strategy, p, k, num_episodes))(params, keys)
+# ``[N, num_episodes]`` returns; task i gets ``split(key, N)[i]``, as in ``mdp.evaluate``.
+_mdp_play_batch = jax.jit(mdp.evaluate_episodes, static_argnames=("strategy", "num_episodes"))
 
 
 def _tile(x, n):
@@ -217,6 +212,31 @@ def test_psrl_beats_random_on_sampled_tasks():
     np.testing.assert_array_equal(_mdp_play_batch("psrl", params, key, NUM_EPISODES), psrl)
 
 
+def test_per_step_evaluations_are_the_trials_evaluate_sums():
+    # Row i of evaluate_pulls / evaluate_episodes is play on task i with split(key, N)[i], and
+    # the rows' sums are evaluate's totals (same keys): the per-pull and per-episode curves of
+    # benchmarks/rl2_bandits.py and rl2_mdp.py are the trials of their tables' totals.
+    means = jnp.array([[0.9, 0.1, 0.2], [0.0, 0.5, 1.0], [0.3, 0.3, 0.7]])
+    key = jax.random.key(3)
+    keys = jax.random.split(key, 3)
+    for strategy, options in (("ucb1", {"c": 0.5}), ("thompson", {}), ("gittins", {})):
+        rewards = np.asarray(bandits.evaluate_pulls(strategy, means, key, 20, **options))
+        assert rewards.shape == (3, 20)
+        np.testing.assert_array_equal(
+            rewards.sum(axis=-1), bandits.evaluate(strategy, means, key, 20, **options))
+        np.testing.assert_array_equal(
+            rewards[1], bandits.play(strategy, means[1], keys[1], 20, **options))
+    params = jax.tree.map(lambda x: x[:3] if np.ndim(x) else x, _sampled_tasks())
+    for strategy, options in (("psrl", {}), ("epsilon_greedy", {"epsilon": 0.2})):
+        returns = np.asarray(mdp.evaluate_episodes(strategy, params, key, 2, **options))
+        assert returns.shape == (3, 2)
+        np.testing.assert_allclose(returns.sum(axis=-1),
+                                   mdp.evaluate(strategy, params, key, 2, **options), rtol=1e-6)
+        task = jax.tree.map(lambda x: x[2] if np.ndim(x) else x, params)
+        np.testing.assert_allclose(returns[2], mdp.play(strategy, task, keys[2], 2, **options),
+                                   rtol=1e-6)
+
+
 def test_mdp_rewards_follow_the_env_and_noiseless_psrl_stays_finite():
     # Every (s, a) pays exactly 2 (reward_std = 0): every episode returns 2 H, whatever is done.
     params = _sampled_tasks()
@@ -299,6 +319,8 @@ ARMS = jnp.array([0.2, 0.8])
          r"bandits.play: arm_means must have rank 1, got shape \(1, 2\)"),
         (lambda: bandits.evaluate("random", ARMS, jax.random.key(0), 5),
          r"bandits.evaluate: arm_means must have rank 2, got shape \(2,\)"),
+        (lambda: bandits.evaluate_pulls("random", ARMS, jax.random.key(0), 5),
+         r"bandits.evaluate_pulls: arm_means must have rank 2, got shape \(2,\)"),
         (lambda: jax.jit(bandits.play, static_argnames=("strategy", "num_pulls"))(
             "gittins", ARMS, jax.random.key(0), 5, discount=0.9),
          r"gittins: discount must be a static Python float"),
@@ -343,6 +365,8 @@ def _one_task() -> TabularMDPParams:
          r"params.reward_means \(2, 2\), got \(2, 2, 3\)"),
         (lambda: mdp.evaluate("psrl", _one_task(), jax.random.key(0), 5),
          r"mdp.evaluate: params.reward_means must have rank 3, got shape \(2, 2\)"),
+        (lambda: mdp.evaluate_episodes("psrl", _one_task(), jax.random.key(0), 5),
+         r"mdp.evaluate_episodes: params.reward_means must have rank 3, got shape \(2, 2\)"),
         (lambda: mdp.play("psrl", jnp.zeros((2, 2)), jax.random.key(0), 5),
          r"mdp.play: params must be a TabularMDPParams, got"),
     ],

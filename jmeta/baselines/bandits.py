@@ -57,6 +57,7 @@ __all__ = [
     "BanditTrial",
     "STRATEGIES",
     "evaluate",
+    "evaluate_pulls",
     "gittins_index_table",
     "play",
     "rollout",
@@ -360,6 +361,36 @@ def play(
     return _rollout("bandits.play", strategy, arm_means, key, num_pulls, options).rewards
 
 
+def _evaluate(fn: str, strategy, arm_means, key, num_pulls, options) -> jax.Array:
+    """``[N, num_pulls]`` rewards of one trial per task; task ``i`` gets key ``split(key)[i]``."""
+    select, num_pulls = _prepare(strategy, num_pulls, options)
+    arm_means = _check_rank(fn, "arm_means", _arm_means(arm_means), 2)
+    keys = jax.random.split(key, arm_means.shape[0])
+    return jax.vmap(lambda m, k: _trial(select, m, k, num_pulls).rewards)(arm_means, keys)
+
+
+def evaluate_pulls(
+    strategy: str,
+    arm_means: jax.typing.ArrayLike,
+    key: jax.Array,
+    num_pulls: int,
+    **options: Any,
+) -> jax.Array:
+    """The reward of every pull of one trial per task, vmapped over a batch of bandits: the
+    trials :func:`evaluate` sums (same keys), for regret or reward curves along the trial.
+
+    Args:
+      strategy, num_pulls, **options: as in :func:`play`.
+      arm_means: ``[N, k]`` arm means of N tasks (or a batched ``BanditParams``).
+      key: PRNG key; task ``i`` gets ``jax.random.split(key, N)[i]``, so row ``i`` equals
+        ``play(strategy, arm_means[i], jax.random.split(key, N)[i], num_pulls, **options)``.
+
+    Returns:
+      ``[N, num_pulls]`` float32 rewards.
+    """
+    return _evaluate("bandits.evaluate_pulls", strategy, arm_means, key, num_pulls, options)
+
+
 def evaluate(
     strategy: str,
     arm_means: jax.typing.ArrayLike,
@@ -375,10 +406,8 @@ def evaluate(
       key: PRNG key; task ``i`` gets ``jax.random.split(key, N)[i]``.
 
     Returns:
-      ``[N]`` float32, the sum of the ``num_pulls`` rewards of each task's trial.
+      ``[N]`` float32, the sum of the ``num_pulls`` rewards of each task's trial (the rows of
+      :func:`evaluate_pulls`).
     """
-    select, num_pulls = _prepare(strategy, num_pulls, options)
-    arm_means = _check_rank("bandits.evaluate", "arm_means", _arm_means(arm_means), 2)
-    keys = jax.random.split(key, arm_means.shape[0])
-    trials = jax.vmap(lambda m, k: _trial(select, m, k, num_pulls))(arm_means, keys)
-    return jnp.sum(trials.rewards, axis=-1)
+    rewards = _evaluate("bandits.evaluate", strategy, arm_means, key, num_pulls, options)
+    return jnp.sum(rewards, axis=-1)

@@ -60,6 +60,7 @@ __all__ = [
     "Counts",
     "STRATEGIES",
     "evaluate",
+    "evaluate_episodes",
     "play",
     "value_iteration",
 ]
@@ -292,6 +293,32 @@ def play(
     return _trial(strategy, opts, params, key, num_episodes)
 
 
+def _evaluate(fn: str, strategy, params, key, num_episodes, options) -> jax.Array:
+    """``[N, num_episodes]`` returns of one trial per task; task ``i`` gets key ``split(key)[i]``."""
+    strategy, num_episodes, opts = _prepare(strategy, num_episodes, options)
+    params = _check_params(fn, params, batched=True)
+    keys = jax.random.split(key, params.reward_means.shape[0])
+    return jax.vmap(lambda p, k: _trial(strategy, opts, p, k, num_episodes))(params, keys)
+
+
+def evaluate_episodes(
+    strategy: str, params: TabularMDPParams, key: jax.Array, num_episodes: int, **options: Any
+) -> jax.Array:
+    """The return of every episode of one trial per task, vmapped over a batch of tasks: the
+    trials :func:`evaluate` sums (same keys), for return-per-episode curves.
+
+    Args:
+      strategy, num_episodes, **options: as in :func:`play`.
+      params: ``TabularMDPParams`` with a leading ``[N]`` axis (``tasks.sample_batch``).
+      key: PRNG key; task ``i`` gets ``jax.random.split(key, N)[i]``, so row ``i`` equals
+        ``play`` on task ``i`` with that key.
+
+    Returns:
+      ``[N, num_episodes]`` float32 undiscounted episode returns.
+    """
+    return _evaluate("mdp.evaluate_episodes", strategy, params, key, num_episodes, options)
+
+
 def evaluate(
     strategy: str, params: TabularMDPParams, key: jax.Array, num_episodes: int, **options: Any
 ) -> jax.Array:
@@ -304,10 +331,7 @@ def evaluate(
       key: PRNG key; task ``i`` gets ``jax.random.split(key, N)[i]``.
 
     Returns:
-      ``[N]`` float32, the sum of the ``num_episodes`` episode returns of each task.
+      ``[N]`` float32, the sum of the ``num_episodes`` episode returns of each task (the rows of
+      :func:`evaluate_episodes`).
     """
-    strategy, num_episodes, opts = _prepare(strategy, num_episodes, options)
-    params = _check_params("mdp.evaluate", params, batched=True)
-    keys = jax.random.split(key, params.reward_means.shape[0])
-    returns = jax.vmap(lambda p, k: _trial(strategy, opts, p, k, num_episodes))(params, keys)
-    return jnp.sum(returns, axis=-1)
+    return jnp.sum(_evaluate("mdp.evaluate", strategy, params, key, num_episodes, options), axis=-1)
