@@ -240,7 +240,8 @@ def load_state(algo, path: str | os.PathLike, seed: int = 0):
 
 def train_with_checkpoints(algo, iterations: int, chunk: int, ckpt_dir: Path, name: str,
                            resume: bool, log: Callable[[str], None],
-                           record: Callable[[Any, int], dict], seed: int = 0):
+                           record: Callable[[Any, int], dict], seed: int = 0,
+                           keep_every: int | None = None):
     """Trains ``algo`` for ``iterations`` meta-iterations in jitted chunks of ``chunk``, writing a
     checkpoint (flax msgpack of the TrainState, key as raw key data) and the history after each
     chunk, so a killed run continues with ``resume=True``.
@@ -253,6 +254,9 @@ def train_with_checkpoints(algo, iterations: int, chunk: int, ckpt_dir: Path, na
     Args:
       record: ``record(metrics, i) -> dict``: the history entry of the chunk's ``i``-th iteration
         from the chunk's stacked metrics.
+      keep_every: also keep a copy of the state as ``kept/{name}_{iteration}.msgpack`` after
+        each chunk that reaches or passes a multiple of ``keep_every`` (for paired comparisons
+        of one run's checkpoints with ``rl2_checkpoints.py``); ``None`` keeps none.
 
     Returns:
       ``(state, history)``; each history entry also has ``iteration`` and ``seconds`` (the chunk's
@@ -286,8 +290,12 @@ def train_with_checkpoints(algo, iterations: int, chunk: int, ckpt_dir: Path, na
                             "seconds": dt / n})
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(hist_path, json.dumps(history))
-        write_atomic(ckpt, serialization.to_bytes(
-            state.replace(key=jax.random.key_data(state.key))))
+        state_bytes = serialization.to_bytes(state.replace(key=jax.random.key_data(state.key)))
+        write_atomic(ckpt, state_bytes)
+        it = int(state.iteration)
+        if keep_every and it // keep_every > (it - n) // keep_every:
+            (ckpt_dir / "kept").mkdir(exist_ok=True)
+            write_atomic(ckpt_dir / "kept" / f"{name}_{it}.msgpack", state_bytes)
         last = {k: v for k, v in history[-1].items() if k not in ("iteration", "seconds")}
         log(f"{name}: iteration {int(state.iteration)}/{iterations}  "
             + "  ".join(f"{k} {v:8.2f}" for k, v in last.items() if isinstance(v, float))

@@ -224,6 +224,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--test-tasks", type=_common.positive_int, default=None,
                     help="default 5000")
     ap.add_argument("--chunk", type=_common.positive_int, default=50)
+    ap.add_argument("--keep-every", type=_common.positive_int, default=None, metavar="N",
+                    help="also keep the state every N iterations under CKPT_DIR/.../kept/")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--cell", default=None, choices=rl2.MEMORIES,
@@ -267,7 +269,8 @@ def main(argv=None) -> dict:
             ap.error(f"--iterations gives no count for n={n}")
         state, history = _common.train_with_checkpoints(
             algo, iterations, args.chunk if not args.quick else 10, ckpt_dir,
-            name if run_cfg.cell == "gru" else f"{run_cfg.cell}_{name}", args.resume, log, record)
+            name if run_cfg.cell == "gru" else f"{run_cfg.cell}_{name}", args.resume, log, record,
+            keep_every=args.keep_every)
         key = jax.random.key(2024)
         ev = jax.jit(jmeta.evaluate, static_argnums=(0, 2, 4))(algo, state, tasks.test, key,
                                                                test_tasks)

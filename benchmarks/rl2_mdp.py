@@ -113,6 +113,8 @@ def main(argv=None) -> dict:
                     help="meta-iterations for every n (default 4000 at n=10, else 1500)")
     ap.add_argument("--test-tasks", type=_common.positive_int, default=None, help="default 1000")
     ap.add_argument("--chunk", type=_common.positive_int, default=50)
+    ap.add_argument("--keep-every", type=_common.positive_int, default=None, metavar="N",
+                    help="also keep the state every N iterations under CKPT_DIR/.../kept/")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--reward-scale", type=float, default=None,
                     help="rl2.Config.reward_scale (default min(1, 10 / trial steps))")
@@ -144,7 +146,7 @@ def main(argv=None) -> dict:
             algo = rl2.make(config, env, tasks)
             state, history = _common.train_with_checkpoints(
                 algo, iterations[n], 2 if args.quick else args.chunk, ckpt_dir, name, args.resume,
-                log, record)
+                log, record, keep_every=args.keep_every)
             ev = jax.jit(jmeta.evaluate, static_argnums=(0, 2, 4))(
                 algo, state, tasks.test, jax.random.key(2024), test_tasks)
             eval_tasks = ev.tasks  # the same key: the same test tasks for every agent

@@ -188,10 +188,15 @@ def test_checkpointed_training_resumes_exactly_after_a_kill_between_its_writes(t
     hist.write_text(json.dumps(history[:3]))  # a history behind the state: not resumable
     with pytest.raises(RuntimeError, match="3 history entries up to the checkpoint's iteration 6"):
         _common.train_with_checkpoints(algo, 8, 2, tmp_path / "b", "x", True, quiet, record)
-
-
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-q"]))
+    # keep_every: a copy of the state at each chunk end that reaches or passes a multiple of 3
+    _common.train_with_checkpoints(algo, 6, 2, tmp_path / "c", "x", False, quiet, record,
+                                   keep_every=3)
+    kept = tmp_path / "c" / "kept"
+    assert sorted(p.name for p in kept.iterdir()) == ["x_4.msgpack", "x_6.msgpack"]
+    np.testing.assert_array_equal(
+        jax.tree.leaves(_common.load_state(algo, kept / "x_6.msgpack").params)[0],
+        jax.tree.leaves(full.params)[0])
+    assert int(_common.load_state(algo, kept / "x_4.msgpack").iteration) == 4
 
 
 def test_rl2_checkpoints_paired_difference_by_hand():
@@ -246,3 +251,7 @@ def test_chunk_and_test_tasks_must_be_positive(name, flag, capsys):
         _import_bench(name).main([flag, "0"])
     assert exit_info.value.code == 2
     assert "expected a positive integer, got '0'" in capsys.readouterr().err
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))

@@ -225,6 +225,7 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         tmp.write_bytes(data)
     os.replace(tmp, path)
 
+
 class JsonlLog:
     """An append-only JSONL file, one record per line, flushed and fsynced per batch.
 
