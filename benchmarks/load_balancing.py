@@ -205,9 +205,6 @@ def main(argv=None) -> dict:
     phase("RL² evaluation")
 
     # --- summary ------------------------------------------------------------------------------
-    def mean_sem(x):
-        return float(x.mean()), float(x.std() / np.sqrt(len(x)))
-
     def summary(split):
         """Mean ± SEM over pools, per episode, and paired differences (same pools and jobs:
         the per-pool difference to JSQ, and to MAML's θ0 for the adapted MAML policies)."""
@@ -217,16 +214,13 @@ def main(argv=None) -> dict:
         for name in order:
             lat = per_ep[split][name]  # [n_test, K]
             per_task = lat.mean(axis=1)
-            mean, sem = mean_sem(per_task)
-            out[name] = {"mean": mean, "sem": sem, "per_episode": lat.mean(axis=0).tolist(),
-                         "minus_jsq": dict(zip(("mean", "sem"), mean_sem(per_task - jsq)))}
+            out[name] = {**_common.mean_sem(per_task), "per_episode": lat.mean(axis=0).tolist(),
+                         "minus_jsq": _common.mean_sem(per_task - jsq)}
             if name.startswith("maml_step"):
                 step0 = per_ep[split]["maml_step0"].mean(axis=1)
-                out[name]["minus_step0"] = dict(zip(("mean", "sem"),
-                                                    mean_sem(per_task - step0)))
+                out[name]["minus_step0"] = _common.mean_sem(per_task - step0)
         last = per_ep[split]["rl2"]
-        out["rl2"]["last_minus_first_episode"] = dict(zip(("mean", "sem"),
-                                                          mean_sem(last[:, -1] - last[:, 0])))
+        out["rl2"]["last_minus_first_episode"] = _common.mean_sem(last[:, -1] - last[:, 0])
         return out
 
     results = {split: summary(split) for split in pools}
