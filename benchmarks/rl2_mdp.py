@@ -3,7 +3,7 @@
 Tasks: 10 states, 5 actions, episodes of H=10 steps; rewards N(μ, 1) with μ ~ N(1, 1) per
 (state, action); transitions from a flat Dirichlet per (state, action). For each trial length n
 (episodes per trial) and each memory (``--cells``: by default the layer-normalised GRU-256 with its
-own critic core at n <= 10 and the GRU-256 otherwise, ``default_cells``; or the Transformer agent),
+own critic core, ``default_cells``; or the GRU-256, the LSTM-256 or the Transformer agent),
 RL² is trained for ``--iterations`` meta-iterations, then every agent plays one trial on the same
 1000 test tasks: RL², random actions, posterior sampling (PSRL), certainty-equivalent greedy and
 ε-greedy (``jmeta.baselines.mdp``; ε tuned on training tasks, as Duan et al. tuned theirs).
@@ -58,22 +58,23 @@ def tune_epsilon(tasks, n: int, quick: bool) -> float:
 HORIZON = 10  # steps per episode of jmeta.make("tabular-mdp")
 
 
-# n <= 10's memory and PPO details since session 16 (benchmarks/RESULTS.md): the layer-normalised
-# GRU of Lingle's PyTorch RL² with its own critic core and PPO clipping 0.1 (the bandit script's
-# n = 100 setting; the schedules of that one are untested here).
+# The memory and PPO details at n = 10 since session 16 and at n = 25 since session 19
+# (benchmarks/RESULTS.md): the layer-normalised GRU of Lingle's PyTorch RL² with its own critic
+# core and PPO clipping 0.1 (the bandit script's n = 100 setting; the schedules of that one are
+# untested here).
 CELL_SETTING = dict(cell="lngru", separate_critic=True, clip_eps=0.1)
 
 
 def default_cells(n: int, quick: bool) -> list[str]:
     """The memories trained at trial length ``n`` without ``--cells``."""
-    return ["lngru" if n <= 10 and not quick else "gru"]
+    return ["gru" if quick else CELL_SETTING["cell"]]
 
 
 def rl2_config(n: int, cell: str | None, quick: bool, reward_scale: float | None = None,
                **overrides) -> rl2.Config:
     """The configuration for trials of ``n`` episodes; ``cell`` (``None``: the length's own)
-    replaces only the memory (at n <= 10 the separate critic core, for recurrent memories, and
-    the clipping of ``CELL_SETTING`` stay); ``overrides`` (probes) replace any field."""
+    replaces only the memory (the separate critic core, for recurrent memories, and the
+    clipping of ``CELL_SETTING`` stay); ``overrides`` (probes) replace any field."""
     # With the rewards unscaled (value targets ~60), 300 iterations at n=10 stayed at random
     # play (~100); scaled by 0.1 they reached ~112 by iteration 125 (2026-11-25 probe).
     scale = default_reward_scale(n * HORIZON) if reward_scale is None else reward_scale
@@ -88,8 +89,10 @@ def rl2_config(n: int, cell: str | None, quick: bool, reward_scale: float | None
     # play (n=25); 256 trials at n=10 (124.2 after 2,400 iterations), 64 at n=25 (297.6 after
     # 1,500). Since session 16 n <= 10 trains CELL_SETTING (the GRU setting otherwise; 124.2 at
     # 2,400 iterations for the GRU; CELL_SETTING 137.0 at 2,400, and since session 17 4,000
-    # iterations: 146.6, 147.1 on 5,000 tasks; Adam 6e-4 or entropy 0.01 late: no faster).
-    setting = _common.with_memory(CELL_SETTING if n <= 10 else {}, cell)
+    # iterations: 146.6, 147.1 on 5,000 tasks; Adam 6e-4 or entropy 0.01 late: no faster), and
+    # since session 19 n = 25 too (the GRU: 297.6 after 1,500 iterations; CELL_SETTING: see
+    # benchmarks/RESULTS.md, session 19).
+    setting = _common.with_memory(CELL_SETTING, cell)
     return rl2.Config(**{**dict(
         num_tasks=256 if n <= 10 else 64, trial_episodes=n,
         hidden_size=256 if setting["cell"] != "transformer" else 64, num_heads=4, num_layers=2,
@@ -106,8 +109,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default="benchmarks/results/rl2_mdp.json")
     ap.add_argument("--episodes", default=None, help="trial lengths n (default 10,25)")
     ap.add_argument("--cells", default=None,
-                    help="memories to train (default: lngru at n <= 10, else gru); at n <= 10 "
-                         "each keeps the separate critic core (recurrent memories) and the "
+                    help="memories to train (default: lngru); each keeps the separate "
+                         "critic core (recurrent memories) and the "
                          "clipping 0.1 unless --no-separate-critic / --clip-eps say otherwise")
     ap.add_argument("--iterations", type=int, default=None,
                     help="meta-iterations for every n (default 4000 at n=10, else 1500)")

@@ -79,7 +79,7 @@ def test_rl2_probe_overrides_replace_only_their_fields(module, args):
     ("rl2_bandits", 100, (256, 0.99, 0.3, 3e-4, 0.03)),  # 81.7 at n=100, k=10 (lngru)
     ("rl2_bandits", 500, (16, 0.99, 0.3, 3e-4, 0.03)),   # 377.2 at n=500, k=10
     ("rl2_mdp", 10, (256, 0.99, 0.3, 3e-4, 0.03)),       # n=10 (lngru, session 16)
-    ("rl2_mdp", 25, (64, 0.99, 0.3, 3e-4, 0.03)),        # 297.6 at n=25
+    ("rl2_mdp", 25, (64, 0.99, 0.3, 3e-4, 0.03)),        # n=25 (lngru, session 19)
 ])
 def test_rl2_full_protocol_is_the_measured_configuration(module, n, expected):
     bench = _import_bench(module)
@@ -93,8 +93,9 @@ def test_rl2_full_protocol_is_the_measured_configuration(module, n, expected):
             config.ent_coef) == expected
     assert (config.hidden_size, config.num_minibatches, config.num_epochs) == (256, 4, 4)
     # the memory and PPO details of each headline run (the layer-normalised GRU with its own
-    # critic core and clipping 0.1 at bandit n = 100 since session 15, at MDP n = 10 since 16)
-    lngru = (module, n) in (("rl2_bandits", 100), ("rl2_mdp", 10))
+    # critic core and clipping 0.1 at bandit n = 100 since session 15, at MDP n = 10 since 16,
+    # at MDP n = 25 since 19)
+    lngru = (module, n) in (("rl2_bandits", 100), ("rl2_mdp", 10), ("rl2_mdp", 25))
     assert (config.cell, config.critic_core, config.clip_eps) == (
         ("lngru", True, 0.1) if lngru else ("gru", False, 0.2))
     # session 16: bandit n = 100's second phase (entropy 0.01 from 400, Adam 1e-4 from 600)
@@ -103,7 +104,7 @@ def test_rl2_full_protocol_is_the_measured_configuration(module, n, expected):
         (((400, 0.01),), ((600, 1e-4),)) if phases else ((), ()))
 
 
-def test_rl2_mdp_explicit_cells_keep_the_n10_critic_and_clipping():
+def test_rl2_mdp_explicit_cells_keep_the_critic_and_clipping():
     bench = _import_bench("rl2_mdp")
     gru = bench.rl2_config(10, "gru", False)
     assert (gru.cell, gru.critic_core, gru.clip_eps) == ("gru", True, 0.1)
@@ -112,6 +113,9 @@ def test_rl2_mdp_explicit_cells_keep_the_n10_critic_and_clipping():
     # the session-13 GRU run: --cells gru --no-separate-critic --clip-eps 0.2
     old = bench.rl2_config(10, "gru", False, separate_critic=False, clip_eps=0.2)
     assert (old.critic_core, old.clip_eps) == (False, 0.2)
+    # n = 25's GRU run of session 11 (297.6), the default before session 19, by the same flags
+    old25 = bench.rl2_config(25, "gru", False, separate_critic=False, clip_eps=0.2)
+    assert (old25.cell, old25.critic_core, old25.clip_eps, old25.num_tasks) == ("gru", False, 0.2, 64)
 
 
 def test_rl2_bandits_transformer_keeps_its_shared_trunk_at_n100():
