@@ -115,7 +115,8 @@ def test_rl2_mdp_explicit_cells_keep_the_critic_and_clipping():
     assert (old.critic_core, old.clip_eps) == (False, 0.2)
     # n = 25's GRU run of session 11 (297.6), the default before session 19, by the same flags
     old25 = bench.rl2_config(25, "gru", False, separate_critic=False, clip_eps=0.2)
-    assert (old25.cell, old25.critic_core, old25.clip_eps, old25.num_tasks) == ("gru", False, 0.2, 64)
+    assert (old25.cell, old25.critic_core, old25.clip_eps, old25.num_tasks) == (
+        "gru", False, 0.2, 64)
 
 
 def test_rl2_bandits_transformer_keeps_its_shared_trunk_at_n100():

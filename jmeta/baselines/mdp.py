@@ -294,7 +294,7 @@ def play(
 
 
 def _evaluate(fn: str, strategy, params, key, num_episodes, options) -> jax.Array:
-    """``[N, num_episodes]`` returns of one trial per task; task ``i`` gets key ``split(key)[i]``."""
+    """``[N, num_episodes]`` returns of one trial per task (task ``i``: key ``split(key)[i]``)."""
     strategy, num_episodes, opts = _prepare(strategy, num_episodes, options)
     params = _check_params(fn, params, batched=True)
     keys = jax.random.split(key, params.reward_means.shape[0])
