@@ -297,7 +297,7 @@ def train_with_checkpoints(algo, iterations: int, chunk: int, ckpt_dir: Path, na
             (ckpt_dir / "kept").mkdir(exist_ok=True)
             write_atomic(ckpt_dir / "kept" / f"{name}_{it}.msgpack", state_bytes)
         last = {k: v for k, v in history[-1].items() if k not in ("iteration", "seconds")}
-        log(f"{name}: iteration {int(state.iteration)}/{iterations}  "
+        log(f"{name}: iteration {it}/{iterations}  "
             + "  ".join(f"{k} {v:8.2f}" for k, v in last.items() if isinstance(v, float))
             + f"  ({dt / n:.2f} s/iter)")
     return state, history

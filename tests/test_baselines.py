@@ -38,7 +38,7 @@ _mdp_eval = jax.jit(mdp.evaluate, static_argnames=("strategy", "num_episodes"))
 
 
 # ``[N, num_episodes]`` returns; task i gets ``split(key, N)[i]``, as in ``mdp.evaluate``.
-_mdp_play_batch = jax.jit(mdp.evaluate_episodes, static_argnames=("strategy", "num_episodes"))
+_mdp_episodes = jax.jit(mdp.evaluate_episodes, static_argnames=("strategy", "num_episodes"))
 
 
 def _tile(x, n):
@@ -192,7 +192,7 @@ def test_psrl_reaches_the_optimum_of_a_deterministic_mdp():
     q = value_iteration(params.reward_means[0], params.transitions[0], H)
     optimum = float(jnp.max(q[0, 0]))
     assert optimum == pytest.approx(50.0)
-    returns = np.asarray(_mdp_play_batch("psrl", params, jax.random.key(0), NUM_EPISODES))
+    returns = np.asarray(_mdp_episodes("psrl", params, jax.random.key(0), NUM_EPISODES))
     assert returns.shape == (NUM_TASKS, NUM_EPISODES)
     optimal = np.abs(returns - optimum) < 0.1
     assert optimal[:, 0].mean() < 0.5  # the first episode explores
@@ -203,13 +203,13 @@ def test_psrl_beats_random_on_sampled_tasks():
     params = _sampled_tasks()
     key = jax.random.key(1)
     random = _mdp_eval("random", params, key, NUM_EPISODES)
-    psrl = _mdp_play_batch("psrl", params, key, NUM_EPISODES)
+    psrl = _mdp_episodes("psrl", params, key, NUM_EPISODES)
     assert random.shape == (NUM_TASKS,)
     assert abs(float(random.mean()) - 100.0) < 15.0  # n H E[mu] = 10 * 10 * 1
     # Duan et al. 2016: 100.1 against 138.1.
     assert float(psrl.sum(-1).mean()) > float(random.mean()) + 15.0
     np.testing.assert_array_equal(_mdp_eval("random", params, key, NUM_EPISODES), random)
-    np.testing.assert_array_equal(_mdp_play_batch("psrl", params, key, NUM_EPISODES), psrl)
+    np.testing.assert_array_equal(_mdp_episodes("psrl", params, key, NUM_EPISODES), psrl)
 
 
 def test_per_step_evaluations_are_the_trials_evaluate_sums():
@@ -244,7 +244,7 @@ def test_mdp_rewards_follow_the_env_and_noiseless_psrl_stays_finite():
                             reward_std=jnp.zeros_like(params.reward_std))
     np.testing.assert_allclose(_mdp_eval("random", params, jax.random.key(0), NUM_EPISODES),
                                2.0 * H * NUM_EPISODES, rtol=1e-6)
-    np.testing.assert_allclose(_mdp_play_batch("psrl", params, jax.random.key(0), NUM_EPISODES),
+    np.testing.assert_allclose(_mdp_episodes("psrl", params, jax.random.key(0), NUM_EPISODES),
                                2.0 * H, rtol=1e-6)
 
 
@@ -263,19 +263,19 @@ def test_greedy_follows_the_posterior_mean_by_hand():
     # (a) 0.5 < 1: episode 2 tries action 1 (2.0) and keeps it: 0.5, 2.0, 2.0, ...
     # (b) 1.5 > 1: greedy never tries action 1 (3.0), which PSRL eventually does.
     key = jax.random.key(0)
-    np.testing.assert_allclose(_mdp_play_batch("greedy", _two_armed_mdp([0.5, 2.0]), key, 4)[0],
+    np.testing.assert_allclose(_mdp_episodes("greedy", _two_armed_mdp([0.5, 2.0]), key, 4)[0],
                                [0.5, 2.0, 2.0, 2.0])
     stuck = _two_armed_mdp([1.5, 3.0])
-    np.testing.assert_allclose(_mdp_play_batch("greedy", stuck, key, 4)[0], [1.5] * 4)
+    np.testing.assert_allclose(_mdp_episodes("greedy", stuck, key, 4)[0], [1.5] * 4)
     many = jax.tree.map(lambda x: jnp.repeat(x, 64, axis=0) if x.ndim else x, stuck)
-    psrl = _mdp_play_batch("psrl", many, key, 8)
+    psrl = _mdp_episodes("psrl", many, key, 8)
     assert float(jnp.mean(psrl[:, -1])) > 2.5  # PSRL samples action 1 and finds 3.0
 
 
 def test_epsilon_greedy_interpolates_between_greedy_and_random():
     params = _sampled_tasks()
     key = jax.random.key(3)
-    greedy = _mdp_play_batch("greedy", params, key, NUM_EPISODES)
+    greedy = _mdp_episodes("greedy", params, key, NUM_EPISODES)
     np.testing.assert_array_equal(
         jax.jit(lambda p, k: mdp.evaluate("epsilon_greedy", p, k, NUM_EPISODES, epsilon=0.0))(
             params, key), greedy.sum(-1))
