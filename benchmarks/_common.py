@@ -67,7 +67,8 @@ def add_rl2_probe_args(ap: argparse.ArgumentParser, defaults: dict[str, str]) ->
     ``None``: the script's own configuration), and ``--task-critic`` (``rl2.Config.task_critic``). ``defaults`` gives each
     numeric field's script default in words, for the help. Also ``--task-prediction-coef``,
     ``--outer``, ``--max-kl``, ``--fisher-subsample``, ``--separate-critic``, ``--clip-eps``,
-    ``--ent-coef-schedule`` and ``--learning-rate-schedule``."""
+    ``--ent-coef-schedule``, ``--learning-rate-schedule`` and ``--num-tasks-schedule`` (not a
+    ``rl2.Config`` field: the scripts pass it to :func:`train_with_checkpoints` as ``phases``)."""
     for field in RL2_PROBE_FIELDS:
         what = "trials per iteration" if field == "num_tasks" else f"rl2.Config.{field}"
         ap.add_argument("--" + field.replace("_", "-"), default=None,
@@ -89,6 +90,10 @@ def add_rl2_probe_args(ap: argparse.ArgumentParser, defaults: dict[str, str]) ->
     ap.add_argument("--learning-rate-schedule", type=schedule, default=None, metavar="IT:V,...",
                     help="rl2.Config.learning_rate_schedule: from meta-iteration IT on, Adam's "
                          "step size is V (default: constant)")
+    ap.add_argument("--num-tasks-schedule", type=trials_schedule, default=None,
+                    metavar="IT:N,...",
+                    help="from meta-iteration IT on, N trials per iteration (the checkpoint "
+                         "carries over: only the batch changes; default: --num-tasks throughout)")
     ap.add_argument("--task-prediction-coef", type=float, default=None,
                     help="rl2.Config.task_prediction_coef: weight of the auxiliary task-inference "
                          "loss (default 0: off)")
@@ -149,6 +154,31 @@ def schedule(text: str) -> tuple[tuple[int, float], ...]:
         raise argparse.ArgumentTypeError(
             f"expected ITERATION:VALUE pairs joined by ',', e.g. 400:0.01,600:0.003; got "
             f"{text!r}{detail}") from None
+
+
+def trials_schedule(text: str) -> tuple[tuple[int, int], ...]:
+    """An argparse ``type``: ``"1000:1024"`` or ``"1000:512,1500:1024"`` -> ``((1000, 512), (1500,
+    1024))``: from meta-iteration IT on, N trials per meta-iteration (see the ``phases`` of
+    :func:`train_with_checkpoints`); the iterations positive and increasing."""
+    pairs = []
+    for part in text.split(","):
+        m = re.fullmatch(r"(\d+):([1-9]\d*)", part)
+        if not m or int(m[1]) < 1 or (pairs and int(m[1]) <= pairs[-1][0]):
+            raise argparse.ArgumentTypeError(
+                f"expected ITERATION:TRIALS pairs joined by ',' with positive integers and the "
+                f"iterations increasing, e.g. 1000:1024; got {text!r}")
+        pairs.append((int(m[1]), int(m[2])))
+    return tuple(pairs)
+
+
+def num_tasks_schedule(args: argparse.Namespace, n: int,
+                       defaults: dict[int, tuple[tuple[int, int], ...]]
+                       ) -> tuple[tuple[int, int], ...]:
+    """The batch phases of an RL² script's trial length ``n``: ``--num-tasks-schedule``, else the
+    script's ``defaults[n]`` (none with ``--quick`` or ``--num-tasks``)."""
+    if args.num_tasks_schedule is not None:
+        return args.num_tasks_schedule
+    return () if args.quick or args.num_tasks else defaults.get(n, ())
 
 
 def parse_solver(text: str) -> tuple[int, int]:
@@ -241,7 +271,7 @@ def load_state(algo, path: str | os.PathLike, seed: int = 0):
 def train_with_checkpoints(algo, iterations: int, chunk: int, ckpt_dir: Path, name: str,
                            resume: bool, log: Callable[[str], None],
                            record: Callable[[Any, int], dict], seed: int = 0,
-                           keep_every: int | None = None):
+                           keep_every: int | None = None, phases: tuple = ()):
     """Trains ``algo`` for ``iterations`` meta-iterations in jitted chunks of ``chunk``, writing a
     checkpoint (flax msgpack of the TrainState, key as raw key data) and the history after each
     chunk, so a killed run continues with ``resume=True``.
@@ -257,6 +287,10 @@ def train_with_checkpoints(algo, iterations: int, chunk: int, ckpt_dir: Path, na
       keep_every: also keep a copy of the state as ``kept/{name}_{iteration}.msgpack`` after
         each chunk that reaches or passes a multiple of ``keep_every`` (for paired comparisons
         of one run's checkpoints with ``rl2_checkpoints.py``); ``None`` keeps none.
+      phases: ``((iteration, algo), ...)``, iterations increasing: from meta-iteration
+        ``iteration`` on, train with that ``algo`` instead (one whose TrainState has the same
+        layout: in the RL² scripts, the configuration with another ``num_tasks``). Chunks end at
+        each phase's start, so the run is the same whatever ``chunk`` and wherever it resumes.
 
     Returns:
       ``(state, history)``; each history entry also has ``iteration`` and ``seconds`` (the chunk's
@@ -278,11 +312,19 @@ def train_with_checkpoints(algo, iterations: int, chunk: int, ckpt_dir: Path, na
         log(f"{name}: resumed at iteration {done}")
     else:
         state = algo.init(jax.random.key(seed))
-    train = jax.jit(algo.train, static_argnames="num_iterations")
+    starts = [it for it, _ in phases]
+    if any(b <= a for a, b in zip([0, *starts], starts)):
+        raise ValueError(f"phases: the start iterations must be positive and increasing, got "
+                         f"{starts}")
+    trains = [jax.jit(a.train, static_argnames="num_iterations")
+              for a in (algo, *(a for _, a in phases))]
     while int(state.iteration) < iterations:
-        n = min(chunk, iterations - int(state.iteration))
+        done = int(state.iteration)
+        phase = sum(it <= done for it in starts)  # 0: algo, i: phases[i - 1]
+        end = min([iterations, *(it for it in starts if it > done)])
+        n = min(chunk, end - done)
         t0 = time.perf_counter()
-        state, metrics = train(state, num_iterations=n)
+        state, metrics = trains[phase](state, num_iterations=n)
         jax.block_until_ready(metrics)
         dt = time.perf_counter() - t0
         for i in range(n):

@@ -20,11 +20,13 @@ killed run continues with ``--resume``.
 
     python benchmarks/rl2_bandits.py [--quick] [--out PATH.json] [--settings 10:5,100:10]
         [--gamma G] [--gae-lambda L] [--num-tasks N] [--learning-rate LR] [--ent-coef C]  # probes
+        [--num-tasks-schedule IT:N,...]  # N trials per iteration from iteration IT on
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import sys
 import time
@@ -213,6 +215,10 @@ def throughput(cell: str, quick: bool, peak: float) -> dict:
             "gflops": flops_iter / sec / 1e9, "flop_efficiency": flops_iter / sec / peak}
 
 
+# From meta-iteration IT on, N trials per iteration: ``{n: ((IT, N), ...)}``; none so far.
+TRIALS_SCHEDULE: dict[int, tuple[tuple[int, int], ...]] = {}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -267,10 +273,12 @@ def main(argv=None) -> dict:
         iterations = iters_by_n.get(n)
         if iterations is None:
             ap.error(f"--iterations gives no count for n={n}")
+        phases = tuple((it, rl2.make(dataclasses.replace(run_cfg, num_tasks=m), env, tasks))
+                       for it, m in _common.num_tasks_schedule(args, n, TRIALS_SCHEDULE))
         state, history = _common.train_with_checkpoints(
             algo, iterations, args.chunk if not args.quick else 10, ckpt_dir,
             name if run_cfg.cell == "gru" else f"{run_cfg.cell}_{name}", args.resume, log, record,
-            keep_every=args.keep_every)
+            keep_every=args.keep_every, phases=phases)
         key = jax.random.key(2024)
         ev = jax.jit(jmeta.evaluate, static_argnums=(0, 2, 4))(algo, state, tasks.test, key,
                                                                test_tasks)
@@ -309,6 +317,8 @@ def main(argv=None) -> dict:
             headline["lstm_train_steps_per_s"] = tput[1]["steps_per_s"]
     config = {
         "settings": settings, "iterations": iters_by_n, "test_tasks": test_tasks,
+        "num_tasks_schedule": {f"n{n}_k{k}": _common.num_tasks_schedule(args, n, TRIALS_SCHEDULE)
+                               for n, k in settings},
         "rl2": {f"n{n}": {f.name: getattr(run_config(n), f.name)
                           for f in rl2.Config.__dataclass_fields__.values()}
                 for n, _ in settings},

@@ -12,7 +12,8 @@ agent's mean return per episode of the trial (``per_episode`` in the JSON's tabl
 
     python benchmarks/rl2_mdp.py [--quick] [--out PATH.json] [--episodes 10,25] [--cells lngru,gru]
         [--num-tasks N] [--gamma G] [--gae-lambda L] [--learning-rate LR] [--ent-coef C]
-        # the PPO overrides are for probes
+        [--num-tasks-schedule IT:N,...]  # the PPO overrides are for probes; the schedule switches
+                                         # to N trials per iteration from iteration IT on
 """
 
 from __future__ import annotations
@@ -103,6 +104,10 @@ def rl2_config(n: int, cell: str | None, quick: bool, reward_scale: float | None
 DEFAULT_ITERATIONS = {10: 4000, 25: 2000}  # the runs in benchmarks/RESULTS.md; 1,500 otherwise
 
 
+# From meta-iteration IT on, N trials per iteration: ``{n: ((IT, N), ...)}``; none so far.
+TRIALS_SCHEDULE: dict[int, tuple[tuple[int, int], ...]] = {}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -148,9 +153,11 @@ def main(argv=None) -> dict:
             name = f"{cell}_n{n}"
             config = rl2_config(n, cell, args.quick, args.reward_scale, **overrides)
             algo = rl2.make(config, env, tasks)
+            phases = tuple((it, rl2.make(dataclasses.replace(config, num_tasks=m), env, tasks))
+                           for it, m in _common.num_tasks_schedule(args, n, TRIALS_SCHEDULE))
             state, history = _common.train_with_checkpoints(
                 algo, iterations[n], 2 if args.quick else args.chunk, ckpt_dir, name, args.resume,
-                log, record, keep_every=args.keep_every)
+                log, record, keep_every=args.keep_every, phases=phases)
             ev = jax.jit(jmeta.evaluate, static_argnums=(0, 2, 4))(
                 algo, state, tasks.test, jax.random.key(2024), test_tasks)
             eval_tasks = ev.tasks  # the same key: the same test tasks for every agent
@@ -181,6 +188,8 @@ def main(argv=None) -> dict:
         headline[f"random_n{n}_total_reward"] = t["random"]["mean"]
     config = {"episodes": episodes, "cells": {f"n{n}": c for n, c in cells_by_n.items()},
               "iterations": iterations,
+              "num_tasks_schedule": {
+                  f"n{n}": _common.num_tasks_schedule(args, n, TRIALS_SCHEDULE) for n in episodes},
               "test_tasks": test_tasks, "env": "tabular-mdp (10 states, 5 actions, H=10)",
               "rl2": {f"{c}_n{n}": dataclasses.asdict(
                   rl2_config(n, c, args.quick, args.reward_scale, **overrides))

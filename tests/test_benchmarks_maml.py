@@ -154,15 +154,26 @@ def test_rl2_probe_flags_give_only_what_was_passed():
     for bad in ("400", "400:x", "600:0.1,400:0.1", "0:0.1"):
         with pytest.raises(argparse.ArgumentTypeError, match="expected ITERATION:VALUE pairs"):
             _common.schedule(bad)
+    # --num-tasks-schedule is not a Config field: the scripts read it (num_tasks_schedule)
+    args = ap.parse_args(["--num-tasks-schedule", "1000:1024", "--num-tasks", "256"])
+    assert _common.rl2_probe_overrides(args) == {"num_tasks": 256}
+    defaults = {100: ((900, 512),)}
+    assert _common.num_tasks_schedule(args, 100, defaults) == ((1000, 1024),)
+    args = ap.parse_args([])
+    args.quick = False
+    assert _common.num_tasks_schedule(args, 100, defaults) == ((900, 512),)
+    assert _common.num_tasks_schedule(args, 10, defaults) == ()
+    args = ap.parse_args(["--num-tasks", "64"])  # another batch: not the script's phases
+    args.quick = False
+    assert _common.num_tasks_schedule(args, 100, defaults) == ()
 
 
-
-def _tiny_rl2():
+def _tiny_rl2(num_tasks: int = 4):
     import jmeta
     from jmeta.algorithms import rl2
     env, tasks = jmeta.make("bandit", num_arms=3)
-    return rl2.make(rl2.Config(num_tasks=4, trial_episodes=3, hidden_size=8, num_minibatches=2,
-                               num_epochs=1), env, tasks)
+    return rl2.make(rl2.Config(num_tasks=num_tasks, trial_episodes=3, hidden_size=8,
+                               num_minibatches=2, num_epochs=1), env, tasks)
 
 
 def test_checkpointed_training_resumes_exactly_after_a_kill_between_its_writes(tmp_path):
@@ -202,6 +213,52 @@ def test_checkpointed_training_resumes_exactly_after_a_kill_between_its_writes(t
         jax.tree.leaves(_common.load_state(algo, kept / "x_6.msgpack").params)[0],
         jax.tree.leaves(full.params)[0])
     assert int(_common.load_state(algo, kept / "x_4.msgpack").iteration) == 4
+
+
+def test_checkpointed_training_phases_switch_the_batch_at_their_iteration(tmp_path):
+    """``phases``: from iteration 3 on the run trains with 8 trials per iteration instead of 4;
+    the same as training 3 iterations with one algorithm and then 2 with the other, whatever the
+    chunk and wherever the run resumes."""
+    import jax
+    import numpy as np
+
+    _common = _import_bench("_common")
+    small, big = _tiny_rl2(4), _tiny_rl2(8)
+    record = lambda m, i: {"trial_return": float(m["trial_return"][i])}  # noqa: E731
+    quiet = lambda msg: None  # noqa: E731
+
+    by_hand = small.init(jax.random.key(0))
+    by_hand, m_small = jax.jit(small.train, static_argnames="num_iterations")(
+        by_hand, num_iterations=3)
+    by_hand, m_big = jax.jit(big.train, static_argnames="num_iterations")(
+        by_hand, num_iterations=2)
+    returns = [*np.asarray(m_small["trial_return"]), *np.asarray(m_big["trial_return"])]
+
+    state, hist = _common.train_with_checkpoints(small, 5, 2, tmp_path / "a", "x", False, quiet,
+                                                 record, phases=((3, big),))
+    assert [h["iteration"] for h in hist] == [1, 2, 3, 4, 5]  # chunks 1-2, 3, 4-5
+    np.testing.assert_allclose([h["trial_return"] for h in hist], returns, rtol=1e-6)
+    # stopped inside the first phase, resumed with another chunk size: the same run
+    _common.train_with_checkpoints(small, 2, 1, tmp_path / "b", "x", False, quiet, record,
+                                   phases=((3, big),))
+    resumed, _ = _common.train_with_checkpoints(small, 5, 5, tmp_path / "b", "x", True, quiet,
+                                                record, phases=((3, big),))
+    for want, a, b in zip(jax.tree.leaves(by_hand.params), jax.tree.leaves(state.params),
+                          jax.tree.leaves(resumed.params)):
+        np.testing.assert_allclose(a, want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"positive and increasing, got \[3, 3\]"):
+        _common.train_with_checkpoints(small, 5, 2, tmp_path / "c", "x", False, quiet, record,
+                                       phases=((3, big), (3, big)))
+
+
+def test_trials_schedule():
+    _common = _import_bench("_common")
+    assert _common.trials_schedule("1000:1024") == ((1000, 1024),)
+    assert _common.trials_schedule("10:512,20:1024") == ((10, 512), (20, 1024))
+    for bad in ("0:1024", "10:0", "10", "20:8,10:8", "10:8,10:16", "10:8,", "a:b", " 10:8"):
+        with pytest.raises(argparse.ArgumentTypeError, match="ITERATION:TRIALS pairs"):
+            _common.trials_schedule(bad)
 
 
 def test_rl2_checkpoints_paired_difference_by_hand():
