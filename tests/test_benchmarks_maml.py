@@ -117,6 +117,9 @@ def test_rl2_mdp_explicit_cells_keep_the_critic_and_clipping():
     old25 = bench.rl2_config(25, "gru", False, separate_critic=False, clip_eps=0.2)
     assert (old25.cell, old25.critic_core, old25.clip_eps, old25.num_tasks) == (
         "gru", False, 0.2, 64)
+    # session 20: n = 10 trains 4,000 iterations with 256 trials, then 440 with 1,024
+    assert (bench.DEFAULT_ITERATIONS[10], bench.TRIALS_SCHEDULE) == (4440, {10: ((4000, 1024),)})
+    assert bench.rl2_config(10, None, False, num_tasks=1024).num_tasks == 1024  # a valid batch
 
 
 def test_rl2_bandits_transformer_keeps_its_shared_trunk_at_n100():
