@@ -120,6 +120,10 @@ def test_rl2_mdp_explicit_cells_keep_the_critic_and_clipping():
     # session 20: n = 10 trains 4,000 iterations with 256 trials, then 440 with 1,024
     assert (bench.DEFAULT_ITERATIONS[10], bench.TRIALS_SCHEDULE) == (4440, {10: ((4000, 1024),)})
     assert bench.rl2_config(10, None, False, num_tasks=1024).num_tasks == 1024  # a valid batch
+    # and the bandits' n = 100 1,000 with 256, then 250 with 1,024
+    bandits = _import_bench("rl2_bandits")
+    assert bandits.TRIALS_SCHEDULE == {100: ((1000, 1024),)}
+    assert bandits.rl2_config(100, False, num_tasks=1024).num_tasks == 1024
 
 
 def test_rl2_bandits_transformer_keeps_its_shared_trunk_at_n100():
