@@ -93,7 +93,9 @@ def rl2_config(n: int, cell: str | None, quick: bool, reward_scale: float | None
     # iterations: 146.6, 147.1 on 5,000 tasks; Adam 6e-4 or entropy 0.01 late: no faster; since
     # session 20 440 more with 1,024 trials, TRIALS_SCHEDULE: 150.7), and
     # since session 19 n = 25 too (the GRU: 297.6 after 1,500 iterations; CELL_SETTING: 338.6
-    # after 1,500 and 346.3 after 2,000 on the same test tasks).
+    # after 1,500 and 346.3 after 2,000 on the same test tasks; since session 20 4,250
+    # iterations; γ = 1 from 2,750: no gain in 250 iterations; 256 trials from 3,000: faster per
+    # hour, not yet a protocol phase).
     setting = _common.with_memory(CELL_SETTING, cell)
     return rl2.Config(**{**dict(
         num_tasks=256 if n <= 10 else 64, trial_episodes=n,
@@ -102,7 +104,7 @@ def rl2_config(n: int, cell: str | None, quick: bool, reward_scale: float | None
         ent_coef=0.03, max_grad_norm=0.5, reward_scale=scale, **setting), **overrides})
 
 
-DEFAULT_ITERATIONS = {10: 4440, 25: 2000}  # the runs in benchmarks/RESULTS.md; 1,500 otherwise
+DEFAULT_ITERATIONS = {10: 4440, 25: 4250}  # the runs in benchmarks/RESULTS.md; 1,500 otherwise
 
 
 # From meta-iteration IT on, N trials per iteration: ``{n: ((IT, N), ...)}``. At n = 10 the
@@ -122,7 +124,7 @@ def main(argv=None) -> dict:
                          "critic core (recurrent memories) and the "
                          "clipping 0.1 unless --no-separate-critic / --clip-eps say otherwise")
     ap.add_argument("--iterations", type=int, default=None,
-                    help="meta-iterations for every n (default 4440 at n=10, 2000 at n=25, "
+                    help="meta-iterations for every n (default 4440 at n=10, 4250 at n=25, "
                          "else 1500)")
     ap.add_argument("--test-tasks", type=_common.positive_int, default=None, help="default 1000")
     ap.add_argument("--chunk", type=_common.positive_int, default=50)
