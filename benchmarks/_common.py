@@ -181,6 +181,18 @@ def num_tasks_schedule(args: argparse.Namespace, n: int,
     return () if args.quick or args.num_tasks else defaults.get(n, ())
 
 
+def rl2_batch_phases(config, env, tasks, schedule: tuple[tuple[int, int], ...]) -> tuple:
+    """The ``phases`` of :func:`train_with_checkpoints` for a ``num_tasks`` schedule
+    (:func:`num_tasks_schedule`): ``((iteration, RL² algorithm with config's num_tasks
+    replaced), ...)``."""
+    import dataclasses
+
+    from jmeta.algorithms import rl2
+
+    return tuple((it, rl2.make(dataclasses.replace(config, num_tasks=m), env, tasks))
+                 for it, m in schedule)
+
+
 def parse_solver(text: str) -> tuple[int, int]:
     """``"ITERATIONS/LS_ITERATIONS"`` (e.g. ``"4/8"``) -> ``(4, 8)``: an MJX solver cap as the
     MJX benchmarks take it on the command line (usable as an argparse ``type``)."""

@@ -26,7 +26,6 @@ killed run continues with ``--resume``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import re
 import sys
 import time
@@ -268,6 +267,7 @@ def main(argv=None) -> dict:
         hidden = 64 if args.cell == "transformer" and not args.quick else 256
         return rl2_config(n, args.quick, args.cell, hidden, args.reward_scale, **overrides)
 
+    batch_phases = {n: _common.num_tasks_schedule(args, n, TRIALS_SCHEDULE) for n, _ in settings}
     tables, curves, tuned = {}, {}, {}
     for n, k in settings:
         name = f"n{n}_k{k}"
@@ -277,8 +277,7 @@ def main(argv=None) -> dict:
         iterations = iters_by_n.get(n)
         if iterations is None:
             ap.error(f"--iterations gives no count for n={n}")
-        phases = tuple((it, rl2.make(dataclasses.replace(run_cfg, num_tasks=m), env, tasks))
-                       for it, m in _common.num_tasks_schedule(args, n, TRIALS_SCHEDULE))
+        phases = _common.rl2_batch_phases(run_cfg, env, tasks, batch_phases[n])
         state, history = _common.train_with_checkpoints(
             algo, iterations, args.chunk if not args.quick else 10, ckpt_dir,
             name if run_cfg.cell == "gru" else f"{run_cfg.cell}_{name}", args.resume, log, record,
@@ -321,8 +320,7 @@ def main(argv=None) -> dict:
             headline["lstm_train_steps_per_s"] = tput[1]["steps_per_s"]
     config = {
         "settings": settings, "iterations": iters_by_n, "test_tasks": test_tasks,
-        "num_tasks_schedule": {f"n{n}_k{k}": _common.num_tasks_schedule(args, n, TRIALS_SCHEDULE)
-                               for n, k in settings},
+        "num_tasks_schedule": {f"n{n}_k{k}": batch_phases[n] for n, k in settings},
         "rl2": {f"n{n}": {f.name: getattr(run_config(n), f.name)
                           for f in rl2.Config.__dataclass_fields__.values()}
                 for n, _ in settings},

@@ -150,6 +150,7 @@ def main(argv=None) -> dict:
     ckpt_dir = Path(args.ckpt_dir) / ("quick" if args.quick else "full")
     env, tasks = jmeta.make("tabular-mdp")
 
+    batch_phases = {n: _common.num_tasks_schedule(args, n, TRIALS_SCHEDULE) for n in episodes}
     tables, curves, baseline_options = {}, {}, {}
     cells_by_n = {n: args.cells.split(",") if args.cells else default_cells(n, args.quick)
                   for n in episodes}
@@ -160,8 +161,7 @@ def main(argv=None) -> dict:
             name = f"{cell}_n{n}"
             config = rl2_config(n, cell, args.quick, args.reward_scale, **overrides)
             algo = rl2.make(config, env, tasks)
-            phases = tuple((it, rl2.make(dataclasses.replace(config, num_tasks=m), env, tasks))
-                           for it, m in _common.num_tasks_schedule(args, n, TRIALS_SCHEDULE))
+            phases = _common.rl2_batch_phases(config, env, tasks, batch_phases[n])
             state, history = _common.train_with_checkpoints(
                 algo, iterations[n], 2 if args.quick else args.chunk, ckpt_dir, name, args.resume,
                 log, record, keep_every=args.keep_every, phases=phases)
@@ -195,8 +195,7 @@ def main(argv=None) -> dict:
         headline[f"random_n{n}_total_reward"] = t["random"]["mean"]
     config = {"episodes": episodes, "cells": {f"n{n}": c for n, c in cells_by_n.items()},
               "iterations": iterations,
-              "num_tasks_schedule": {
-                  f"n{n}": _common.num_tasks_schedule(args, n, TRIALS_SCHEDULE) for n in episodes},
+              "num_tasks_schedule": {f"n{n}": batch_phases[n] for n in episodes},
               "test_tasks": test_tasks, "env": "tabular-mdp (10 states, 5 actions, H=10)",
               "rl2": {f"{c}_n{n}": dataclasses.asdict(
                   rl2_config(n, c, args.quick, args.reward_scale, **overrides))
