@@ -86,10 +86,10 @@ def add_rl2_probe_args(ap: argparse.ArgumentParser, defaults: dict[str, str]) ->
                          "setting; rl2's own default is 0.2)")
     ap.add_argument("--ent-coef-schedule", type=schedule, default=None, metavar="IT:V,...",
                     help="rl2.Config.ent_coef_schedule: from meta-iteration IT on, the entropy "
-                         "bonus is V (default: constant)")
+                         "bonus is V (default: the script's setting)")
     ap.add_argument("--learning-rate-schedule", type=schedule, default=None, metavar="IT:V,...",
                     help="rl2.Config.learning_rate_schedule: from meta-iteration IT on, Adam's "
-                         "step size is V (default: constant)")
+                         "step size is V (default: the script's setting)")
     ap.add_argument("--num-tasks-schedule", type=trials_schedule, default=None,
                     metavar="IT:N,...",
                     help="from meta-iteration IT on, N trials per iteration (the checkpoint "

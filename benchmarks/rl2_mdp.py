@@ -91,27 +91,36 @@ def rl2_config(n: int, cell: str | None, quick: bool, reward_scale: float | None
     # 1,500). Since session 16 n <= 10 trains CELL_SETTING (the GRU setting otherwise; 124.2 at
     # 2,400 iterations for the GRU; CELL_SETTING 137.0 at 2,400, and since session 17 4,000
     # iterations: 146.6, 147.1 on 5,000 tasks; Adam 6e-4 or entropy 0.01 late: no faster; since
-    # session 20 440 more with 1,024 trials, TRIALS_SCHEDULE: 150.7), and
+    # session 20 440 more with 1,024 trials, TRIALS_SCHEDULE: 150.7; since session 21 120 more at
+    # Adam 1e-4, LEARNING_RATE_SCHEDULE), and
     # since session 19 n = 25 too (the GRU: 297.6 after 1,500 iterations; CELL_SETTING: 338.6
-    # after 1,500 and 346.3 after 2,000 on the same test tasks; since session 20 4,250
-    # iterations; γ = 1 from 2,750: no gain in 250 iterations; 256 trials from 3,000: faster per
-    # hour, not yet a protocol phase).
+    # after 1,500 and 346.3 after 2,000 on the same test tasks; session 20: 390.3 after 4,250
+    # iterations; γ = 1 from 2,750: no gain in 250 iterations; since session 21 3,000 iterations,
+    # then 800 with 256 trials, TRIALS_SCHEDULE).
     setting = _common.with_memory(CELL_SETTING, cell)
     return rl2.Config(**{**dict(
         num_tasks=256 if n <= 10 else 64, trial_episodes=n,
         hidden_size=256 if setting["cell"] != "transformer" else 64, num_heads=4, num_layers=2,
         num_minibatches=4, num_epochs=4, learning_rate=3e-4, gamma=0.99, gae_lambda=0.3,
-        ent_coef=0.03, max_grad_norm=0.5, reward_scale=scale, **setting), **overrides})
+        ent_coef=0.03, max_grad_norm=0.5, reward_scale=scale,
+        learning_rate_schedule=LEARNING_RATE_SCHEDULE.get(n, ()), **setting), **overrides})
 
 
-DEFAULT_ITERATIONS = {10: 4440, 25: 4250}  # the runs in benchmarks/RESULTS.md; 1,500 otherwise
+DEFAULT_ITERATIONS = {10: 4560, 25: 3800}  # the runs in benchmarks/RESULTS.md; 1,500 otherwise
 
 
 # From meta-iteration IT on, N trials per iteration: ``{n: ((IT, N), ...)}``. At n = 10 the
 # 4,000-iteration state (146.6) trained on with 4x the trials reached 150.7 on the same test tasks
 # 440 iterations later (sessions 18-20, benchmarks/RESULTS.md); the same 440 iterations with 256
-# trials gained less per trial and per hour.
-TRIALS_SCHEDULE: dict[int, tuple[tuple[int, int], ...]] = {10: ((4000, 1024),)}
+# trials gained less per trial and per hour. At n = 25 the 3,000-iteration state trained on with
+# 256 trials was ahead after 500 iterations of the 64-trial run's 4,250-iteration state on 5,000
+# paired tasks (sessions 20-21).
+TRIALS_SCHEDULE: dict[int, tuple[tuple[int, int], ...]] = {10: ((4000, 1024),), 25: ((3000, 256),)}
+
+# rl2.Config.learning_rate_schedule per trial length. At n = 10, Adam 1e-4 from the 4,440-iteration
+# state gained +0.83 +- 0.28 on 5,000 paired tasks in 120 iterations, where the last 120 at 3e-4
+# had gained +0.19 +- 0.29 (session 21, benchmarks/RESULTS.md).
+LEARNING_RATE_SCHEDULE: dict[int, tuple[tuple[int, float], ...]] = {10: ((4440, 1e-4),)}
 
 
 def main(argv=None) -> dict:
@@ -124,7 +133,7 @@ def main(argv=None) -> dict:
                          "critic core (recurrent memories) and the "
                          "clipping 0.1 unless --no-separate-critic / --clip-eps say otherwise")
     ap.add_argument("--iterations", type=int, default=None,
-                    help="meta-iterations for every n (default 4440 at n=10, 4250 at n=25, "
+                    help="meta-iterations for every n (default 4560 at n=10, 3800 at n=25, "
                          "else 1500)")
     ap.add_argument("--test-tasks", type=_common.positive_int, default=None, help="default 1000")
     ap.add_argument("--chunk", type=_common.positive_int, default=50)
@@ -135,8 +144,10 @@ def main(argv=None) -> dict:
                     help="rl2.Config.reward_scale (default min(1, 10 / trial steps))")
     _common.add_rl2_probe_args(ap, {
         "gamma": "0.99", "gae_lambda": "0.3",
-        "num_tasks": "256 at n <= 10 (1,024 from iteration 4,000 at n = 10), else 64",
-        "learning_rate": "3e-4", "ent_coef": "0.03",
+        "num_tasks": "256 at n <= 10 (1,024 from iteration 4,000 at n = 10), else 64 (256 from "
+                             "iteration 3,000 at n = 25)",
+        "learning_rate": "3e-4 (the schedule: 1e-4 from iteration 4,440 at n = 10)",
+        "ent_coef": "0.03",
         "hidden_size": "256 (Transformer: 64)"})
     ap.add_argument("--ckpt-dir", default="benchmarks/out/rl2_mdp")
     args = ap.parse_args(argv)

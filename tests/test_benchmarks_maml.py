@@ -99,9 +99,10 @@ def test_rl2_full_protocol_is_the_measured_configuration(module, n, expected):
     assert (config.cell, config.critic_core, config.clip_eps) == (
         ("lngru", True, 0.1) if lngru else ("gru", False, 0.2))
     # session 16: bandit n = 100's second phase (entropy 0.01 from 400, Adam 1e-4 from 600)
-    phases = (module, n) == ("rl2_bandits", 100)
-    assert (config.ent_coef_schedule, config.learning_rate_schedule) == (
-        (((400, 0.01),), ((600, 1e-4),)) if phases else ((), ()))
+    # and session 21: MDP n = 10's Adam 1e-4 from 4,440
+    expected_schedules = {("rl2_bandits", 100): (((400, 0.01),), ((600, 1e-4),)),
+                          ("rl2_mdp", 10): ((), ((4440, 1e-4),))}.get((module, n), ((), ()))
+    assert (config.ent_coef_schedule, config.learning_rate_schedule) == expected_schedules
 
 
 def test_rl2_mdp_explicit_cells_keep_the_critic_and_clipping():
@@ -117,9 +118,14 @@ def test_rl2_mdp_explicit_cells_keep_the_critic_and_clipping():
     old25 = bench.rl2_config(25, "gru", False, separate_critic=False, clip_eps=0.2)
     assert (old25.cell, old25.critic_core, old25.clip_eps, old25.num_tasks) == (
         "gru", False, 0.2, 64)
-    # session 20: n = 10 trains 4,000 iterations with 256 trials, then 440 with 1,024
-    assert (bench.DEFAULT_ITERATIONS[10], bench.TRIALS_SCHEDULE) == (4440, {10: ((4000, 1024),)})
+    # session 20: n = 10 trains 4,000 iterations with 256 trials, then 440 with 1,024; session 21:
+    # n = 25 3,000 with 64, then 800 with 256; n = 10 120 more at Adam 1e-4
+    assert bench.DEFAULT_ITERATIONS == {10: 4560, 25: 3800}
+    assert bench.rl2_config(10, None, False).learning_rate_schedule == ((4440, 1e-4),)
+    assert bench.rl2_config(25, None, False).learning_rate_schedule == ()
+    assert bench.TRIALS_SCHEDULE == {10: ((4000, 1024),), 25: ((3000, 256),)}
     assert bench.rl2_config(10, None, False, num_tasks=1024).num_tasks == 1024  # a valid batch
+    assert bench.rl2_config(25, None, False, num_tasks=256).num_tasks == 256
     # and the bandits' n = 100 1,000 with 256, then 250 with 1,024
     bandits = _import_bench("rl2_bandits")
     assert bandits.TRIALS_SCHEDULE == {100: ((1000, 1024),)}
