@@ -113,8 +113,8 @@ DEFAULT_ITERATIONS = {10: 4560, 25: 3800}  # the runs in benchmarks/RESULTS.md; 
 # 4,000-iteration state (146.6) trained on with 4x the trials reached 150.7 on the same test tasks
 # 440 iterations later (sessions 18-20, benchmarks/RESULTS.md); the same 440 iterations with 256
 # trials gained less per trial and per hour. At n = 25 the 3,000-iteration state trained on with
-# 256 trials was ahead after 500 iterations of the 64-trial run's 4,250-iteration state on 5,000
-# paired tasks (sessions 20-21).
+# 256 trials passed the 64-trial run's 4,250-iteration state (392.0 on 5,000 paired tasks) by
+# iteration 3,500 and reached 402.7 at 3,800, +10.7 +- 0.8 (sessions 20-21).
 TRIALS_SCHEDULE: dict[int, tuple[tuple[int, int], ...]] = {10: ((4000, 1024),), 25: ((3000, 256),)}
 
 # rl2.Config.learning_rate_schedule per trial length. At n = 10, Adam 1e-4 from the 4,440-iteration
@@ -145,7 +145,7 @@ def main(argv=None) -> dict:
     _common.add_rl2_probe_args(ap, {
         "gamma": "0.99", "gae_lambda": "0.3",
         "num_tasks": "256 at n <= 10 (1,024 from iteration 4,000 at n = 10), else 64 (256 from "
-                             "iteration 3,000 at n = 25)",
+                     "iteration 3,000 at n = 25)",
         "learning_rate": "3e-4 (the schedule: 1e-4 from iteration 4,440 at n = 10)",
         "ent_coef": "0.03",
         "hidden_size": "256 (Transformer: 64)"})
