@@ -93,7 +93,8 @@ def add_rl2_probe_args(ap: argparse.ArgumentParser, defaults: dict[str, str]) ->
     ap.add_argument("--num-tasks-schedule", type=trials_schedule, default=None,
                     metavar="IT:N,...",
                     help="from meta-iteration IT on, N trials per iteration (the checkpoint "
-                         "carries over: only the batch changes; default: --num-tasks throughout)")
+                         "carries over: only the batch changes; default: the script's schedule, "
+                         "which --num-tasks' help gives; with --num-tasks or --quick none)")
     ap.add_argument("--task-prediction-coef", type=float, default=None,
                     help="rl2.Config.task_prediction_coef: weight of the auxiliary task-inference "
                          "loss (default 0: off)")
@@ -179,6 +180,19 @@ def num_tasks_schedule(args: argparse.Namespace, n: int,
     if args.num_tasks_schedule is not None:
         return args.num_tasks_schedule
     return () if args.quick or args.num_tasks else defaults.get(n, ())
+
+
+def describe_schedules(by_n: dict[int, tuple[tuple[int, Any], ...]]) -> str:
+    """Words for a help text from a script's per-trial-length schedule ``{n: ((IT, V), ...)}``,
+    so the ``--help`` of an RL² script says what its constants say:
+    ``{10: ((4000, 1024),)}`` -> ``"1,024 from iteration 4,000 at n = 10"``."""
+    def word(v: Any) -> str:
+        if isinstance(v, int):
+            return f"{v:,}"
+        return f"{v:g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.0e}".replace("e-0", "e-")
+
+    return "; ".join(", then ".join(f"{word(v)} from iteration {it:,}" for it, v in phases)
+                     + f" at n = {n}" for n, phases in sorted(by_n.items()) if phases)
 
 
 def rl2_batch_phases(config, env, tasks, schedule: tuple[tuple[int, int], ...]) -> tuple:

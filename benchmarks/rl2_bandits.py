@@ -220,15 +220,26 @@ def throughput(cell: str, quick: bool, peak: float) -> dict:
 # tasks 250 iterations later, and no more by 1,400 (sessions 18-20, benchmarks/RESULTS.md).
 TRIALS_SCHEDULE: dict[int, tuple[tuple[int, int], ...]] = {100: ((1000, 1024),)}
 
+# The full protocol: (n pulls, k arms) and meta-iterations per trial length, the runs of each
+# headline in benchmarks/RESULTS.md.
+DEFAULT_SETTINGS: dict[int, int] = {10: 5, 100: 10, 500: 10}
+DEFAULT_ITERATIONS: dict[int, int] = {10: 3000, 100: 1250, 500: 4000}
+
+
+def pairs(by_n: dict[int, int]) -> str:
+    """``{10: 5, 100: 10}`` -> ``"10:5,100:10"``: the command-line form of a per-n setting."""
+    return ",".join(f"{a}:{b}" for a, b in by_n.items())
+
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default="benchmarks/results/rl2_bandits.json")
-    ap.add_argument("--settings", default=None, help="n:k pairs (default 10:5,100:10,500:10)")
+    ap.add_argument("--settings", default=None,
+                    help=f"n:k pairs (default {pairs(DEFAULT_SETTINGS)})")
     ap.add_argument("--iterations", default=None,
                     help="meta-iterations per setting: one number or n:iters pairs "
-                         "(default 10:3000,100:1250,500:4000)")
+                         f"(default {pairs(DEFAULT_ITERATIONS)})")
     ap.add_argument("--test-tasks", type=_common.positive_int, default=None,
                     help="default 5000")
     ap.add_argument("--chunk", type=_common.positive_int, default=50)
@@ -245,7 +256,8 @@ def main(argv=None) -> dict:
                     help="rl2.Config.reward_scale (default min(1, 10 / trial length))")
     _common.add_rl2_probe_args(ap, {
         "gamma": "1 at n <= 10, else 0.99", "gae_lambda": "1 at n <= 10, else 0.3",
-        "num_tasks": "256 at n <= 100 (1,024 from iteration 1,000 at n = 100), else 16",
+        "num_tasks": "256 at n <= 100, else 16; "
+                     + _common.describe_schedules(TRIALS_SCHEDULE),
         "learning_rate": "1e-3 at n <= 10, else 3e-4",
         "ent_coef": "0.01 at n <= 10, else 0.03", "hidden_size": "256"})
     ap.add_argument("--ckpt-dir", default="benchmarks/out/rl2_bandits")
@@ -253,8 +265,8 @@ def main(argv=None) -> dict:
     overrides = _common.rl2_probe_overrides(args)
 
     settings = [tuple(int(x) for x in s.split(":")) for s in
-                (args.settings or ("10:5" if args.quick else "10:5,100:10,500:10")).split(",")]
-    iters_spec = args.iterations or ("10:20" if args.quick else "10:3000,100:1250,500:4000")
+                (args.settings or ("10:5" if args.quick else pairs(DEFAULT_SETTINGS))).split(",")]
+    iters_spec = args.iterations or ("10:20" if args.quick else pairs(DEFAULT_ITERATIONS))
     if ":" in iters_spec:
         iters_by_n = {int(a): int(b) for a, b in (p.split(":") for p in iters_spec.split(","))}
     else:

@@ -106,7 +106,8 @@ def rl2_config(n: int, cell: str | None, quick: bool, reward_scale: float | None
         learning_rate_schedule=LEARNING_RATE_SCHEDULE.get(n, ()), **setting), **overrides})
 
 
-DEFAULT_ITERATIONS = {10: 4560, 25: 3800}  # the runs in benchmarks/RESULTS.md; 1,500 otherwise
+DEFAULT_ITERATIONS = {10: 4560, 25: 3800}  # the runs in benchmarks/RESULTS.md
+FALLBACK_ITERATIONS = 1500  # any other n
 
 
 # From meta-iteration IT on, N trials per iteration: ``{n: ((IT, N), ...)}``. At n = 10 the
@@ -133,8 +134,9 @@ def main(argv=None) -> dict:
                          "critic core (recurrent memories) and the "
                          "clipping 0.1 unless --no-separate-critic / --clip-eps say otherwise")
     ap.add_argument("--iterations", type=int, default=None,
-                    help="meta-iterations for every n (default 4560 at n=10, 3800 at n=25, "
-                         "else 1500)")
+                    help="meta-iterations for every n (default "
+                         + ", ".join(f"{v} at n={n}" for n, v in DEFAULT_ITERATIONS.items())
+                         + f", else {FALLBACK_ITERATIONS})")
     ap.add_argument("--test-tasks", type=_common.positive_int, default=None, help="default 1000")
     ap.add_argument("--chunk", type=_common.positive_int, default=50)
     ap.add_argument("--keep-every", type=_common.positive_int, default=None, metavar="N",
@@ -144,9 +146,9 @@ def main(argv=None) -> dict:
                     help="rl2.Config.reward_scale (default min(1, 10 / trial steps))")
     _common.add_rl2_probe_args(ap, {
         "gamma": "0.99", "gae_lambda": "0.3",
-        "num_tasks": "256 at n <= 10 (1,024 from iteration 4,000 at n = 10), else 64 (256 from "
-                     "iteration 3,000 at n = 25)",
-        "learning_rate": "3e-4 (the schedule: 1e-4 from iteration 4,440 at n = 10)",
+        "num_tasks": f"256 at n <= 10, else 64; {_common.describe_schedules(TRIALS_SCHEDULE)}",
+        "learning_rate": "3e-4; the schedule: "
+                         + _common.describe_schedules(LEARNING_RATE_SCHEDULE),
         "ent_coef": "0.03",
         "hidden_size": "256 (Transformer: 64)"})
     ap.add_argument("--ckpt-dir", default="benchmarks/out/rl2_mdp")
@@ -154,7 +156,8 @@ def main(argv=None) -> dict:
     overrides = _common.rl2_probe_overrides(args)
 
     episodes = [int(x) for x in (args.episodes or ("2" if args.quick else "10,25")).split(",")]
-    iterations = {n: args.iterations or (4 if args.quick else DEFAULT_ITERATIONS.get(n, 1500))
+    iterations = {n: args.iterations
+                  or (4 if args.quick else DEFAULT_ITERATIONS.get(n, FALLBACK_ITERATIONS))
                   for n in episodes}
     test_tasks = args.test_tasks or (50 if args.quick else 1000)
     log = lambda msg: print(msg, flush=True)  # noqa: E731

@@ -132,6 +132,31 @@ def test_rl2_mdp_explicit_cells_keep_the_critic_and_clipping():
     assert bandits.rl2_config(100, False, num_tasks=1024).num_tasks == 1024
 
 
+def test_describe_schedules_by_hand():
+    _common = _import_bench("_common")
+    assert _common.describe_schedules({25: ((3000, 256), (4000, 512)), 10: ((4000, 1024),)}) == (
+        "1,024 from iteration 4,000 at n = 10; "
+        "256 from iteration 3,000, then 512 from iteration 4,000 at n = 25")
+    assert _common.describe_schedules({10: ((4440, 1e-4),), 3: ((5, 0.01),), 7: ()}) == (
+        "0.01 from iteration 5 at n = 3; 1e-4 from iteration 4,440 at n = 10")
+
+
+def test_rl2_script_help_gives_the_constants(capsys):
+    # the --help texts are made from the constants the scripts run, so they cannot drift apart
+    for name, words in (
+            ("rl2_mdp", ("4560 at n=10", "3800 at n=25", "else 1500",
+                         "1,024 from iteration 4,000 at n = 10",
+                         "256 from iteration 3,000 at n = 25",
+                         "1e-4 from iteration 4,440 at n = 10")),
+            ("rl2_bandits", ("10:5,100:10,500:10", "10:3000,100:1250,500:4000",
+                             "1,024 from iteration 1,000 at n = 100"))):
+        with pytest.raises(SystemExit):
+            _import_bench(name).main(["--help"])
+        text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+        for w in words:
+            assert w in text, (name, w)
+
+
 def test_rl2_bandits_transformer_keeps_its_shared_trunk_at_n100():
     # --cell transformer replaces the memory; the Transformer has no separate critic core
     config = _import_bench("rl2_bandits").rl2_config(100, False, "transformer", 64)
