@@ -294,10 +294,41 @@ def load_state(algo, path: str | os.PathLike, seed: int = 0):
     return raw.replace(key=jax.random.wrap_key_data(raw.key))
 
 
+def load_params(algo, path: str | os.PathLike, seed: int = 0):
+    """The network parameters of the checkpoint ``path`` (written by
+    :func:`train_with_checkpoints`) as ``algo``'s parameters, whatever the rest of the checkpoint's
+    configuration (trial length, batch, optimiser and its schedules): the start of a run that
+    carries a network over from another setting (``--init-from``). Its parameter tree must be
+    ``algo``'s, leaf for leaf and shape for shape (the same memory, width and critic core),
+    else a ``ValueError`` that names the first difference."""
+    from flax import serialization
+
+    template = algo.init(jax.random.key(seed)).params
+    raw = serialization.msgpack_restore(Path(path).read_bytes())
+    if not isinstance(raw, dict) or "params" not in raw:
+        raise ValueError(f"{path}: not a checkpoint of train_with_checkpoints (no 'params')")
+    want = jax.tree_util.tree_flatten_with_path(template)[0]
+    got = dict(jax.tree_util.tree_flatten_with_path(raw["params"])[0])
+    for where, leaf in want:
+        if where not in got:
+            raise ValueError(f"{path}: no parameter {jax.tree_util.keystr(where)} (the "
+                             "checkpoint's network differs from this configuration's)")
+        if jax.numpy.shape(got[where]) != jax.numpy.shape(leaf):
+            raise ValueError(f"{path}: {jax.tree_util.keystr(where)} has shape "
+                             f"{jax.numpy.shape(got[where])} in the checkpoint, "
+                             f"{jax.numpy.shape(leaf)} in the configuration")
+    if len(got) != len(want):
+        extra = sorted(jax.tree_util.keystr(w) for w in set(got) - {w for w, _ in want})
+        raise ValueError(f"{path}: parameters this configuration does not have: {extra[:3]} "
+                         "(the checkpoint's network differs from this configuration's)")
+    return serialization.from_state_dict(template, raw["params"])
+
+
 def train_with_checkpoints(algo, iterations: int, chunk: int, ckpt_dir: Path, name: str,
                            resume: bool, log: Callable[[str], None],
                            record: Callable[[Any, int], dict], seed: int = 0,
-                           keep_every: int | None = None, phases: tuple = ()):
+                           keep_every: int | None = None, phases: tuple = (),
+                           init_params: Any = None):
     """Trains ``algo`` for ``iterations`` meta-iterations in jitted chunks of ``chunk``, writing a
     checkpoint (flax msgpack of the TrainState, key as raw key data) and the history after each
     chunk, so a killed run continues with ``resume=True``.
@@ -317,6 +348,9 @@ def train_with_checkpoints(algo, iterations: int, chunk: int, ckpt_dir: Path, na
         ``iteration`` on, train with that ``algo`` instead (one whose TrainState has the same
         layout: in the RL² scripts, the configuration with another ``num_tasks``). Chunks end at
         each phase's start, so the run is the same whatever ``chunk`` and wherever it resumes.
+      init_params: a fresh run (no checkpoint resumed) starts from these parameters (e.g.
+        :func:`load_params` of another setting's state) with a fresh optimiser state at
+        iteration 0; ``None``: from ``algo.init``. A resumed run ignores it.
 
     Returns:
       ``(state, history)``; each history entry also has ``iteration`` and ``seconds`` (the chunk's
@@ -338,6 +372,8 @@ def train_with_checkpoints(algo, iterations: int, chunk: int, ckpt_dir: Path, na
         log(f"{name}: resumed at iteration {done}")
     else:
         state = algo.init(jax.random.key(seed))
+        if init_params is not None:
+            state = state.replace(params=init_params)
     starts = [it for it, _ in phases]
     if any(b <= a for a, b in zip([0, *starts], starts)):
         raise ValueError(f"phases: the start iterations must be positive and increasing, got "

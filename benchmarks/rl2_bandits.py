@@ -21,6 +21,7 @@ killed run continues with ``--resume``.
     python benchmarks/rl2_bandits.py [--quick] [--out PATH.json] [--settings 10:5,100:10]
         [--gamma G] [--gae-lambda L] [--num-tasks N] [--learning-rate LR] [--ent-coef C]  # probes
         [--num-tasks-schedule IT:N,...]  # N trials per iteration from iteration IT on
+        [--init-from CKPT]  # start from another state's network (e.g. another trial length)
 """
 
 from __future__ import annotations
@@ -252,6 +253,11 @@ def main(argv=None) -> dict:
                          "al.'s; transformer: d_model 64); it replaces only the memory: the "
                          "n <= 100 separate critic core (recurrent memories only), clipping "
                          "0.1 and schedules stay")
+    ap.add_argument("--init-from", default=None, metavar="CKPT",
+                    help="start the (one) setting's run from the network of this checkpoint, "
+                         "e.g. a state of another trial length, with a fresh optimiser at "
+                         "iteration 0 (the network must match: memory, width, critic core); "
+                         "--iterations N:0 evaluates it as it is")
     ap.add_argument("--reward-scale", type=float, default=None,
                     help="rl2.Config.reward_scale (default min(1, 10 / trial length))")
     _common.add_rl2_probe_args(ap, {
@@ -266,6 +272,8 @@ def main(argv=None) -> dict:
 
     settings = [tuple(int(x) for x in s.split(":")) for s in
                 (args.settings or ("10:5" if args.quick else pairs(DEFAULT_SETTINGS))).split(",")]
+    if args.init_from is not None and len(settings) != 1:
+        ap.error("--init-from starts one setting's run: give one n:k with --settings")
     iters_spec = args.iterations or ("10:20" if args.quick else pairs(DEFAULT_ITERATIONS))
     if ":" in iters_spec:
         iters_by_n = {int(a): int(b) for a, b in (p.split(":") for p in iters_spec.split(","))}
@@ -290,10 +298,11 @@ def main(argv=None) -> dict:
         if iterations is None:
             ap.error(f"--iterations gives no count for n={n}")
         phases = _common.rl2_batch_phases(run_cfg, env, tasks, batch_phases[n])
+        init = None if args.init_from is None else _common.load_params(algo, args.init_from)
         state, history = _common.train_with_checkpoints(
             algo, iterations, args.chunk if not args.quick else 10, ckpt_dir,
             name if run_cfg.cell == "gru" else f"{run_cfg.cell}_{name}", args.resume, log, record,
-            keep_every=args.keep_every, phases=phases)
+            keep_every=args.keep_every, phases=phases, init_params=init)
         key = jax.random.key(2024)
         ev = jax.jit(jmeta.evaluate, static_argnums=(0, 2, 4))(algo, state, tasks.test, key,
                                                                test_tasks)
@@ -332,6 +341,7 @@ def main(argv=None) -> dict:
             headline["lstm_train_steps_per_s"] = tput[1]["steps_per_s"]
     config = {
         "settings": settings, "iterations": iters_by_n, "test_tasks": test_tasks,
+        "init_from": args.init_from,
         "num_tasks_schedule": {f"n{n}_k{k}": batch_phases[n] for n, k in settings},
         "rl2": {f"n{n}": {f.name: getattr(run_config(n), f.name)
                           for f in rl2.Config.__dataclass_fields__.values()}

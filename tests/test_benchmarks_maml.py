@@ -290,6 +290,55 @@ def test_checkpointed_training_phases_switch_the_batch_at_their_iteration(tmp_pa
                                        phases=((3, big), (3, big)))
 
 
+def test_init_params_carry_a_network_across_trial_lengths(tmp_path):
+    """``load_params`` + ``init_params``: a run of another trial length and batch (3-pull trials,
+    4 trials) starts from a 5-pull, 8-trial run's network with a fresh optimiser at iteration 0;
+    a network of another shape is refused, naming the parameter."""
+    import dataclasses
+
+    import jax
+    import numpy as np
+
+    import jmeta
+    from jmeta.algorithms import rl2
+
+    _common = _import_bench("_common")
+    record = lambda m, i: {"trial_return": float(m["trial_return"][i])}  # noqa: E731
+    quiet = lambda msg: None  # noqa: E731
+    env, tasks = jmeta.make("bandit", num_arms=3)
+    cfg = rl2.Config(num_tasks=8, trial_episodes=5, hidden_size=8, num_minibatches=2,
+                     num_epochs=1, learning_rate_schedule=((2, 1e-4),))
+    source = rl2.make(cfg, env, tasks)
+    trained, _ = _common.train_with_checkpoints(source, 3, 3, tmp_path / "a", "x", False, quiet,
+                                                record)
+    target = rl2.make(dataclasses.replace(cfg, num_tasks=4, trial_episodes=3,
+                                          learning_rate_schedule=()), env, tasks)
+    params = _common.load_params(target, tmp_path / "a" / "x.msgpack")
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(trained.params)):
+        np.testing.assert_array_equal(a, b)
+    state, hist = _common.train_with_checkpoints(target, 0, 2, tmp_path / "b", "y", False, quiet,
+                                                 record, init_params=params)
+    assert hist == [] and int(state.iteration) == 0  # 0 iterations: the network as it came
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(trained.params)):
+        np.testing.assert_array_equal(a, b)
+    by_hand = target.init(jax.random.key(0)).replace(params=params)
+    by_hand, _ = jax.jit(target.train, static_argnames="num_iterations")(by_hand, num_iterations=2)
+    state, hist = _common.train_with_checkpoints(target, 2, 2, tmp_path / "c", "y", False, quiet,
+                                                 record, init_params=params)
+    assert [h["iteration"] for h in hist] == [1, 2]
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(by_hand.params)):
+        np.testing.assert_array_equal(a, b)
+    wider = rl2.make(dataclasses.replace(cfg, hidden_size=16), env, tasks)
+    with pytest.raises(ValueError, match=r"has shape \(.*8.*\) in the checkpoint"):
+        _common.load_params(wider, tmp_path / "a" / "x.msgpack")
+    critic = rl2.make(dataclasses.replace(cfg, separate_critic=True), env, tasks)
+    with pytest.raises(ValueError, match="network differs"):
+        _common.load_params(critic, tmp_path / "a" / "x.msgpack")
+    (tmp_path / "junk.msgpack").write_bytes(b"\x93\x01\x02\x03")  # a msgpack list
+    with pytest.raises(ValueError, match="no 'params'"):
+        _common.load_params(target, tmp_path / "junk.msgpack")
+
+
 def test_trials_schedule():
     _common = _import_bench("_common")
     assert _common.trials_schedule("1000:1024") == ((1000, 1024),)
