@@ -328,7 +328,7 @@ def train_with_checkpoints(algo, iterations: int, chunk: int, ckpt_dir: Path, na
                            resume: bool, log: Callable[[str], None],
                            record: Callable[[Any, int], dict], seed: int = 0,
                            keep_every: int | None = None, phases: tuple = (),
-                           init_params: Any = None):
+                           init_params: Any = None, keep_at: tuple[int, ...] = ()):
     """Trains ``algo`` for ``iterations`` meta-iterations in jitted chunks of ``chunk``, writing a
     checkpoint (flax msgpack of the TrainState, key as raw key data) and the history after each
     chunk, so a killed run continues with ``resume=True``.
@@ -348,6 +348,9 @@ def train_with_checkpoints(algo, iterations: int, chunk: int, ckpt_dir: Path, na
         ``iteration`` on, train with that ``algo`` instead (one whose TrainState has the same
         layout: in the RL² scripts, the configuration with another ``num_tasks``). Chunks end at
         each phase's start, so the run is the same whatever ``chunk`` and wherever it resumes.
+      keep_at: iterations whose states are also kept as ``kept/{name}_{iteration}.msgpack``
+        (chunks end there, so the state is that iteration's whatever ``chunk``): e.g. the state
+        another setting starts from (``rl2_bandits.CURRICULUM``).
       init_params: a fresh run (no checkpoint resumed) starts from these parameters (e.g.
         :func:`load_params` of another setting's state) with a fresh optimiser state at
         iteration 0; ``None``: from ``algo.init``. A resumed run ignores it.
@@ -383,7 +386,7 @@ def train_with_checkpoints(algo, iterations: int, chunk: int, ckpt_dir: Path, na
     while int(state.iteration) < iterations:
         done = int(state.iteration)
         phase = sum(it <= done for it in starts)  # 0: algo, i: phases[i - 1]
-        end = min([iterations, *(it for it in starts if it > done)])
+        end = min([iterations, *(it for it in (*starts, *keep_at) if it > done)])
         n = min(chunk, end - done)
         t0 = time.perf_counter()
         state, metrics = trains[phase](state, num_iterations=n)
@@ -397,7 +400,7 @@ def train_with_checkpoints(algo, iterations: int, chunk: int, ckpt_dir: Path, na
         state_bytes = serialization.to_bytes(state.replace(key=jax.random.key_data(state.key)))
         write_atomic(ckpt, state_bytes)
         it = int(state.iteration)
-        if keep_every and it // keep_every > (it - n) // keep_every:
+        if it in keep_at or keep_every and it // keep_every > (it - n) // keep_every:
             (ckpt_dir / "kept").mkdir(exist_ok=True)
             write_atomic(ckpt_dir / "kept" / f"{name}_{it}.msgpack", state_bytes)
         last = {k: v for k, v in history[-1].items() if k not in ("iteration", "seconds")}

@@ -98,16 +98,25 @@ def rl2_config(n: int, quick: bool, cell: str | None = None, hidden: int = 256,
     #   no gain from more iterations), and since session 20 1,024 trials from iteration 1,000 on
     #   (TRIALS_SCHEDULE: 82.75 at 1,250). Undiscounted trials (64, Adam 1e-3) learned more slowly
     #   (74.6 at 1,500, 76.6 at 4,000); 64 trials at the GRU setting: 76.6 at 2,500.
-    # * n > 100: 16 trials × 500 pulls, the n <= 100 optimiser with the GRU (377.2 at 4,000; the
-    #   layer-normalised cell did not learn faster with 16 trials). Undiscounted trials (Adam
-    #   1e-3) stayed at random play for 1,000 iterations (279.2 at 1,500).
+    # * n > 100: since session 22 not trained at its own length: the n = 100 run's network
+    #   (CURRICULUM) plays the 500-pull trials as it is (DEFAULT_ITERATIONS[500] = 0), so the
+    #   configuration is n = 100's (the same network; its reward scale), and its optimiser
+    #   fields only matter to a run given more iterations: 16 trials × 500 pulls, Adam 1e-4,
+    #   entropy 0.01, as the session-22 probe that trained on from that network and lost 15 in
+    #   100 iterations. Trained from scratch at n = 500 (16 trials, the GRU, Adam 3e-4, entropy
+    #   0.03) RL² had reached 377.2 after 4,000 iterations; undiscounted (Adam 1e-3) it stayed at
+    #   random play for 1,000 iterations (279.2 at 1,500).
     if n <= 10:
         setting = dict(num_tasks=256, gamma=1.0, gae_lambda=1.0, learning_rate=1e-3, ent_coef=0.01)
+    elif n <= 100:
+        setting = dict(num_tasks=256, gamma=0.99, gae_lambda=0.3, learning_rate=3e-4,
+                       ent_coef=0.03, **CELL_SETTING)
     else:
-        setting = dict(num_tasks=256 if n <= 100 else 16, gamma=0.99, gae_lambda=0.3,
-                       learning_rate=3e-4, ent_coef=0.03)
-    if 10 < n <= 100:
-        setting.update(CELL_SETTING)
+        setting = dict(num_tasks=16, gamma=0.99, gae_lambda=0.3, learning_rate=1e-4,
+                       ent_coef=0.01, **{k: v for k, v in CELL_SETTING.items()
+                                         if not k.endswith("_schedule")})
+        if reward_scale is None:
+            scale = default_reward_scale(100)  # the critic's targets as the n = 100 run trained it
     setting = _common.with_memory(setting, cell)
     return rl2.Config(**{**dict(
         trial_episodes=n, hidden_size=hidden, num_minibatches=4, num_epochs=4,
@@ -224,7 +233,19 @@ TRIALS_SCHEDULE: dict[int, tuple[tuple[int, int], ...]] = {100: ((1000, 1024),)}
 # The full protocol: (n pulls, k arms) and meta-iterations per trial length, the runs of each
 # headline in benchmarks/RESULTS.md.
 DEFAULT_SETTINGS: dict[int, int] = {10: 5, 100: 10, 500: 10}
-DEFAULT_ITERATIONS: dict[int, int] = {10: 3000, 100: 1250, 500: 4000}
+DEFAULT_ITERATIONS: dict[int, int] = {10: 3000, 100: 1250, 500: 0}
+
+# ``{n: (source_n, IT)}``: setting n starts from the network of setting ``source_n``'s run at
+# meta-iteration IT (that run keeps the state, ``kept/...``), with a fresh optimiser. Since session
+# 22 the 500-pull trials are played by the n = 100 run's network, trained on 100-pull trials only:
+# it keeps its per-pull reward over 500 pulls (benchmarks/RESULTS.md), where every run trained on
+# 500-pull trials settled on a good arm, not the best.
+CURRICULUM: dict[int, tuple[int, int]] = {500: (100, 200)}
+
+
+def ckpt_name(config: rl2.Config, n: int, k: int) -> str:
+    """The checkpoint name of setting ``n:k`` trained with ``config`` (under ``--ckpt-dir``)."""
+    return f"n{n}_k{k}" if config.cell == "gru" else f"{config.cell}_n{n}_k{k}"
 
 
 def pairs(by_n: dict[int, int]) -> str:
@@ -249,23 +270,30 @@ def main(argv=None) -> dict:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--cell", default=None, choices=rl2.MEMORIES,
-                    help="RL²'s memory (default lngru at 10 < n <= 100, else gru, Duan et "
-                         "al.'s; transformer: d_model 64); it replaces only the memory: the "
-                         "n <= 100 separate critic core (recurrent memories only), clipping "
-                         "0.1 and schedules stay")
+                    help="RL²'s memory (default lngru at n > 10, else gru, Duan et al.'s; "
+                         "transformer: d_model 64); it replaces only the memory: the n > 10 "
+                         "separate critic core (recurrent memories only), clipping 0.1 and "
+                         "schedules stay")
     ap.add_argument("--init-from", default=None, metavar="CKPT",
                     help="start the (one) setting's run from the network of this checkpoint, "
                          "e.g. a state of another trial length, with a fresh optimiser at "
                          "iteration 0 (the network must match: memory, width, critic core); "
-                         "--iterations N:0 evaluates it as it is")
+                         "--iterations N:0 evaluates it as it is (default: CURRICULUM's, "
+                         + "; ".join(f"n = {n} from the n = {s} run's iteration {it:,}"
+                                     for n, (s, it) in CURRICULUM.items()) + ")")
     ap.add_argument("--reward-scale", type=float, default=None,
-                    help="rl2.Config.reward_scale (default min(1, 10 / trial length))")
+                    help="rl2.Config.reward_scale (default min(1, 10 / trial length), at "
+                         "n > 100 n = 100's 0.1)")
     _common.add_rl2_probe_args(ap, {
         "gamma": "1 at n <= 10, else 0.99", "gae_lambda": "1 at n <= 10, else 0.3",
         "num_tasks": "256 at n <= 100, else 16; "
                      + _common.describe_schedules(TRIALS_SCHEDULE),
-        "learning_rate": "1e-3 at n <= 10, else 3e-4",
-        "ent_coef": "0.01 at n <= 10, else 0.03", "hidden_size": "256"})
+        "learning_rate": "1e-3 at n <= 10, 3e-4 at n <= 100, else 1e-4; "
+                         + _common.describe_schedules(
+                             {100: CELL_SETTING["learning_rate_schedule"]}),
+        "ent_coef": "0.01 at n <= 10, 0.03 at n <= 100, else 0.01; "
+                    + _common.describe_schedules({100: CELL_SETTING["ent_coef_schedule"]}),
+        "hidden_size": "256"})
     ap.add_argument("--ckpt-dir", default="benchmarks/out/rl2_bandits")
     args = ap.parse_args(argv)
     overrides = _common.rl2_probe_overrides(args)
@@ -288,7 +316,8 @@ def main(argv=None) -> dict:
         return rl2_config(n, args.quick, args.cell, hidden, args.reward_scale, **overrides)
 
     batch_phases = {n: _common.num_tasks_schedule(args, n, TRIALS_SCHEDULE) for n, _ in settings}
-    tables, curves, tuned = {}, {}, {}
+    curriculum = {} if args.init_from is not None else CURRICULUM
+    tables, curves, tuned, init_from = {}, {}, {}, {}
     for n, k in settings:
         name = f"n{n}_k{k}"
         env, tasks = jmeta.make("bandit", num_arms=k)
@@ -298,11 +327,22 @@ def main(argv=None) -> dict:
         if iterations is None:
             ap.error(f"--iterations gives no count for n={n}")
         phases = _common.rl2_batch_phases(run_cfg, env, tasks, batch_phases[n])
-        init = None if args.init_from is None else _common.load_params(algo, args.init_from)
+        init_from[name] = args.init_from
+        if args.init_from is None and n in curriculum:
+            source_n, at = curriculum[n]
+            path = ckpt_dir / "kept" / f"{ckpt_name(run_config(source_n), source_n, k)}_{at}.msgpack"
+            if not path.exists():
+                sys.exit(f"n={n} starts from the n={source_n} run's state at iteration {at} "
+                         f"(CURRICULUM), and {path} does not exist: train --settings "
+                         f"{source_n}:{k} to at least {at} iterations into the same --ckpt-dir "
+                         "first (it keeps that state), or pass --init-from")
+            init_from[name] = str(path)
+        init = None if init_from[name] is None else _common.load_params(algo, init_from[name])
         state, history = _common.train_with_checkpoints(
             algo, iterations, args.chunk if not args.quick else 10, ckpt_dir,
-            name if run_cfg.cell == "gru" else f"{run_cfg.cell}_{name}", args.resume, log, record,
-            keep_every=args.keep_every, phases=phases, init_params=init)
+            ckpt_name(run_cfg, n, k), args.resume, log, record, keep_every=args.keep_every,
+            phases=phases, init_params=init,
+            keep_at=tuple(at for t, (s, at) in curriculum.items() if s == n))
         key = jax.random.key(2024)
         ev = jax.jit(jmeta.evaluate, static_argnums=(0, 2, 4))(algo, state, tasks.test, key,
                                                                test_tasks)
@@ -341,7 +381,7 @@ def main(argv=None) -> dict:
             headline["lstm_train_steps_per_s"] = tput[1]["steps_per_s"]
     config = {
         "settings": settings, "iterations": iters_by_n, "test_tasks": test_tasks,
-        "init_from": args.init_from,
+        "init_from": init_from,
         "num_tasks_schedule": {f"n{n}_k{k}": batch_phases[n] for n, k in settings},
         "rl2": {f"n{n}": {f.name: getattr(run_config(n), f.name)
                           for f in rl2.Config.__dataclass_fields__.values()}

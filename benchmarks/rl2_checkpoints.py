@@ -1,8 +1,10 @@
 """Paired comparison of RL² checkpoints of one benchmark setting on the same test tasks.
 
 Each checkpoint (a ``.msgpack`` that ``rl2_bandits.py`` or ``rl2_mdp.py`` wrote under its
-``--ckpt-dir``) is restored into that script's configuration for the setting and plays one trial
-on the same test tasks with the same key (``jmeta.evaluate``, as the scripts evaluate). Reported:
+``--ckpt-dir``) has its network restored into that script's configuration for the setting (only
+the network must match, not the optimiser state: so states of the bandit n = 100 run can play
+n = 500, as ``rl2_bandits.CURRICULUM`` has them do) and plays one trial on the same test tasks
+with the same key (``jmeta.evaluate``, as the scripts evaluate). Reported:
 each checkpoint's mean total reward per trial and SEM, and the *paired* difference (the mean and
 SEM of the per-task differences of totals) between consecutive checkpoints and first to last. Two
 states of one run play the same tasks, so their difference is measured several times more
@@ -27,6 +29,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import serialization
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
@@ -108,15 +111,16 @@ def main(argv=None) -> dict:
     totals, rows = [], []
     for path in checkpoints:
         try:
-            state = _common.load_state(algo, path)
+            params = _common.load_params(algo, path)
         except (ValueError, KeyError, TypeError) as e:
             raise SystemExit(f"{path}: does not restore into the {env_name} n={n} "
                              f"configuration (cell {config.cell}; --cell?): {e}") from None
+        state = algo.init(jax.random.key(0)).replace(params=params)
         ev = evaluate(algo, state, tasks.test, jax.random.key(args.key), test_tasks)
         total = np.asarray(jnp.sum(ev.returns, axis=-1))
         totals.append(total)
-        rows.append({"checkpoint": str(path), "iteration": int(state.iteration),
-                     **_common.mean_sem(total)})
+        iteration = int(serialization.msgpack_restore(path.read_bytes())["iteration"])
+        rows.append({"checkpoint": str(path), "iteration": iteration, **_common.mean_sem(total)})
     steps = [{"from": rows[i]["iteration"], "to": rows[i + 1]["iteration"],
               **paired(totals[i], totals[i + 1])} for i in range(len(rows) - 1)]
     first_last = paired(totals[0], totals[-1])

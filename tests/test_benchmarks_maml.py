@@ -77,7 +77,7 @@ def test_rl2_probe_overrides_replace_only_their_fields(module, args):
     # (num_tasks, gamma, gae_lambda, learning_rate, ent_coef) of the runs in benchmarks/RESULTS.md
     ("rl2_bandits", 10, (256, 1.0, 1.0, 1e-3, 0.01)),    # 6.68 at n=10, k=5
     ("rl2_bandits", 100, (256, 0.99, 0.3, 3e-4, 0.03)),  # 81.7 at n=100, k=10 (lngru)
-    ("rl2_bandits", 500, (16, 0.99, 0.3, 3e-4, 0.03)),   # 377.2 at n=500, k=10
+    ("rl2_bandits", 500, (16, 0.99, 0.3, 1e-4, 0.01)),   # n=500 plays n=100's network
     ("rl2_mdp", 10, (256, 0.99, 0.3, 3e-4, 0.03)),       # n=10 (lngru, session 16)
     ("rl2_mdp", 25, (64, 0.99, 0.3, 3e-4, 0.03)),        # n=25 (lngru, session 19)
 ])
@@ -95,7 +95,8 @@ def test_rl2_full_protocol_is_the_measured_configuration(module, n, expected):
     # the memory and PPO details of each headline run (the layer-normalised GRU with its own
     # critic core and clipping 0.1 at bandit n = 100 since session 15, at MDP n = 10 since 16,
     # at MDP n = 25 since 19)
-    lngru = (module, n) in (("rl2_bandits", 100), ("rl2_mdp", 10), ("rl2_mdp", 25))
+    lngru = (module, n) in (("rl2_bandits", 100), ("rl2_bandits", 500), ("rl2_mdp", 10),
+                            ("rl2_mdp", 25))
     assert (config.cell, config.critic_core, config.clip_eps) == (
         ("lngru", True, 0.1) if lngru else ("gru", False, 0.2))
     # session 16: bandit n = 100's second phase (entropy 0.01 from 400, Adam 1e-4 from 600)
@@ -103,6 +104,11 @@ def test_rl2_full_protocol_is_the_measured_configuration(module, n, expected):
     expected_schedules = {("rl2_bandits", 100): (((400, 0.01),), ((600, 1e-4),)),
                           ("rl2_mdp", 10): ((), ((4440, 1e-4),))}.get((module, n), ((), ()))
     assert (config.ent_coef_schedule, config.learning_rate_schedule) == expected_schedules
+    if (module, n) == ("rl2_bandits", 500):
+        # session 22: the n = 100 run's network at iteration 200 plays the 500-pull trials as
+        # it is; n = 100's reward scale, so the network and critic are the ones it trained
+        assert (bench.CURRICULUM, bench.DEFAULT_ITERATIONS[500]) == ({500: (100, 200)}, 0)
+        assert config.reward_scale == bench.rl2_config(100, False).reward_scale == 0.1
 
 
 def test_rl2_mdp_explicit_cells_keep_the_critic_and_clipping():
@@ -148,13 +154,55 @@ def test_rl2_script_help_gives_the_constants(capsys):
                          "1,024 from iteration 4,000 at n = 10",
                          "256 from iteration 3,000 at n = 25",
                          "1e-4 from iteration 4,440 at n = 10")),
-            ("rl2_bandits", ("10:5,100:10,500:10", "10:3000,100:1250,500:4000",
-                             "1,024 from iteration 1,000 at n = 100"))):
+            ("rl2_bandits", ("10:5,100:10,500:10", "10:3000,100:1250,500:0",
+                             "1,024 from iteration 1,000 at n = 100",
+                             "n = 500 from the n = 100 run's iteration 200",
+                             "1e-4 from iteration 600 at n = 100",
+                             "0.01 from iteration 400 at n = 100"))):
         with pytest.raises(SystemExit):
             _import_bench(name).main(["--help"])
         text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
         for w in words:
             assert w in text, (name, w)
+
+
+def test_rl2_bandits_curriculum_starts_a_setting_from_anothers_kept_state(tmp_path, monkeypatch):
+    """CURRICULUM {20: (10, 4)}: the n = 10 run keeps its state at iteration 4 and the n = 20
+    setting plays that network (0 iterations of its own); without the kept state the script
+    says what to run first."""
+    import json
+
+    import jax
+    import numpy as np
+
+    bench = _import_bench("rl2_bandits")
+    _common = _import_bench("_common")
+    monkeypatch.setattr(bench, "CURRICULUM", {20: (10, 4)})
+    out, ckpt = tmp_path / "out.json", tmp_path / "ckpt"
+    common = ["--quick", "--skip-throughput", "--test-tasks", "20", "--ckpt-dir", str(ckpt),
+              "--out", str(out)]
+    with pytest.raises(SystemExit, match=r"n=20 starts from the n=10 run's state at iteration 4 "
+                                         r"\(CURRICULUM\), and .*n10_k5_4.msgpack does not exist"):
+        bench.main([*common, "--settings", "20:5", "--iterations", "20:0"])
+    bench.main([*common, "--settings", "10:5,20:5", "--iterations", "10:6,20:0"])
+    kept = ckpt / "quick" / "kept" / "n10_k5_4.msgpack"
+    config = json.loads(out.read_text())["config"]
+    assert config["init_from"] == {"n10_k5": None, "n20_k5": str(kept)}
+    import jmeta
+    from jmeta.algorithms import rl2
+    env, tasks = jmeta.make("bandit", num_arms=5)
+    algo10 = rl2.make(bench.rl2_config(10, True), env, tasks)
+    assert int(_common.load_state(algo10, kept).iteration) == 4
+    algo20 = rl2.make(bench.rl2_config(20, True), env, tasks)
+    state20 = _common.load_state(algo20, ckpt / "quick" / "n20_k5.msgpack") if (
+        ckpt / "quick" / "n20_k5.msgpack").exists() else None
+    assert state20 is None  # 0 iterations: nothing trained, nothing written for n = 20
+    # the table's RL² entry is that network's play on the script's test tasks
+    params = _common.load_params(algo20, kept)
+    ev = jmeta.evaluate(algo20, algo20.init(jax.random.key(0)).replace(params=params), tasks.test,
+                        jax.random.key(2024), 20)
+    table = json.loads(out.read_text())["tables"]["n20_k5"]["rl2"]
+    np.testing.assert_allclose(table["mean"], np.asarray(ev.returns).sum(-1).mean(), rtol=1e-5)
 
 
 def test_rl2_bandits_transformer_keeps_its_shared_trunk_at_n100():
@@ -337,6 +385,25 @@ def test_init_params_carry_a_network_across_trial_lengths(tmp_path):
     (tmp_path / "junk.msgpack").write_bytes(b"\x93\x01\x02\x03")  # a msgpack list
     with pytest.raises(ValueError, match="no 'params'"):
         _common.load_params(target, tmp_path / "junk.msgpack")
+
+
+def test_keep_at_keeps_that_iterations_state_whatever_the_chunk(tmp_path):
+    import jax
+    import numpy as np
+
+    _common = _import_bench("_common")
+    algo = _tiny_rl2()
+    record = lambda m, i: {"trial_return": float(m["trial_return"][i])}  # noqa: E731
+    quiet = lambda msg: None  # noqa: E731
+    at3, _ = _common.train_with_checkpoints(algo, 3, 3, tmp_path / "a", "x", False, quiet, record)
+    _, hist = _common.train_with_checkpoints(algo, 6, 4, tmp_path / "b", "x", False, quiet,
+                                             record, keep_at=(3,))
+    assert [h["iteration"] for h in hist] == [1, 2, 3, 4, 5, 6]
+    assert [p.name for p in (tmp_path / "b" / "kept").iterdir()] == ["x_3.msgpack"]
+    kept = _common.load_state(algo, tmp_path / "b" / "kept" / "x_3.msgpack")
+    assert int(kept.iteration) == 3
+    for a, b in zip(jax.tree.leaves(kept.params), jax.tree.leaves(at3.params)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_trials_schedule():
