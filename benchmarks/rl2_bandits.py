@@ -431,7 +431,10 @@ def plot(curves, path: Path, title: str = "RL² on Bernoulli bandits") -> None:
     ax.set_xlabel("meta-iteration")
     ax.set_ylabel("trial return / episodes (train tasks)")
     ax.set_title(title)
-    ax.legend(fontsize=7)
+    if any(curves.values()):
+        ax.legend(fontsize=7)
+    else:  # every setting played a network trained elsewhere (0 iterations of its own)
+        ax.text(0.5, 0.5, "no training in this run", ha="center", transform=ax.transAxes)
     _common.save_figure(fig, path)
 
 
