@@ -1,8 +1,9 @@
 """RL² on Bernoulli bandits (Duan et al. 2016, Table 1), beside the classical strategies.
 
 For each setting (n pulls per trial, k arms): RL² (256 wide, PPO over trials; a GRU, and at
-10 < n <= 100 the layer-normalised GRU with its own critic core, ``CELL_SETTING``) is trained
-for ``--iterations`` meta-iterations, then every strategy plays one trial on the *same* 5,000 test
+n > 10 the layer-normalised GRU with its own critic core, ``CELL_SETTING``) is trained for
+``--iterations`` meta-iterations (n = 500: none; the n = 100 run's network plays the 500-pull
+trials as it is, ``CURRICULUM``), then every strategy plays one trial on the *same* 5,000 test
 tasks (arm means U[0, 1]; 1,000 before session 17, whose SEM at n = 100, 0.39, was larger than
 the margin to the target): RL², random, greedy, ε-greedy, UCB1, Thompson sampling and Gittins
 indices (``jmeta.baselines.bandits``). Reported: the mean total reward per trial and its SEM,
@@ -330,7 +331,8 @@ def main(argv=None) -> dict:
         init_from[name] = args.init_from
         if args.init_from is None and n in curriculum:
             source_n, at = curriculum[n]
-            path = ckpt_dir / "kept" / f"{ckpt_name(run_config(source_n), source_n, k)}_{at}.msgpack"
+            source = ckpt_name(run_config(source_n), source_n, k)
+            path = ckpt_dir / "kept" / f"{source}_{at}.msgpack"
             if not path.exists():
                 sys.exit(f"n={n} starts from the n={source_n} run's state at iteration {at} "
                          f"(CURRICULUM), and {path} does not exist: train --settings "
