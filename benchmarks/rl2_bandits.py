@@ -241,7 +241,7 @@ DEFAULT_ITERATIONS: dict[int, int] = {10: 3000, 100: 1250, 500: 0}
 # 22 the 500-pull trials are played by the n = 100 run's network, trained on 100-pull trials only:
 # it keeps its per-pull reward over 500 pulls (benchmarks/RESULTS.md), where every run trained on
 # 500-pull trials settled on a good arm, not the best.
-CURRICULUM: dict[int, tuple[int, int]] = {500: (100, 200)}
+CURRICULUM: dict[int, tuple[int, int]] = {500: (100, 600)}
 
 
 def ckpt_name(config: rl2.Config, n: int, k: int) -> str:

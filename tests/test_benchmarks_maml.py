@@ -105,9 +105,9 @@ def test_rl2_full_protocol_is_the_measured_configuration(module, n, expected):
                           ("rl2_mdp", 10): ((), ((4440, 1e-4),))}.get((module, n), ((), ()))
     assert (config.ent_coef_schedule, config.learning_rate_schedule) == expected_schedules
     if (module, n) == ("rl2_bandits", 500):
-        # session 22: the n = 100 run's network at iteration 200 plays the 500-pull trials as
+        # session 22: the n = 100 run's network at iteration 600 plays the 500-pull trials as
         # it is; n = 100's reward scale, so the network and critic are the ones it trained
-        assert (bench.CURRICULUM, bench.DEFAULT_ITERATIONS[500]) == ({500: (100, 200)}, 0)
+        assert (bench.CURRICULUM, bench.DEFAULT_ITERATIONS[500]) == ({500: (100, 600)}, 0)
         assert config.reward_scale == bench.rl2_config(100, False).reward_scale == 0.1
 
 
@@ -156,7 +156,7 @@ def test_rl2_script_help_gives_the_constants(capsys):
                          "1e-4 from iteration 4,440 at n = 10")),
             ("rl2_bandits", ("10:5,100:10,500:10", "10:3000,100:1250,500:0",
                              "1,024 from iteration 1,000 at n = 100",
-                             "n = 500 from the n = 100 run's iteration 200",
+                             "n = 500 from the n = 100 run's iteration 600",
                              "1e-4 from iteration 600 at n = 100",
                              "0.01 from iteration 400 at n = 100"))):
         with pytest.raises(SystemExit):
