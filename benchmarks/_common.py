@@ -276,52 +276,61 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / median
 
 
-def load_state(algo, path: str | os.PathLike, seed: int = 0):
-    """The TrainState of ``algo`` in the checkpoint ``path`` (written by
-    :func:`train_with_checkpoints`; the key stored as raw key data)."""
+def _restore_like(template, path: str | os.PathLike, entry: str | None = None):
+    """``template``'s tree with the values of the checkpoint ``path`` (a flax msgpack state
+    dict; with ``entry``, that entry of it), after checking that the checkpoint has
+    ``template``'s leaves, no others, each with its shape: a checkpoint of another setting fails
+    here with a ``ValueError`` that names the first difference, not inside a jitted program
+    later. Returns ``(restored, raw)``, ``raw`` the whole checkpoint as read."""
     from flax import serialization
 
-    template = algo.init(jax.random.key(seed))
-    template = template.replace(key=jax.random.key_data(template.key))
-    raw = serialization.from_bytes(template, Path(path).read_bytes())
-    # from_bytes matches the tree's keys but not its arrays' shapes: check them here, so a
-    # checkpoint of another setting fails now, not inside a jitted program later.
-    for (where, want), got in zip(jax.tree_util.tree_leaves_with_path(template),
-                                  jax.tree_util.tree_leaves(raw)):
-        if jax.numpy.shape(want) != jax.numpy.shape(got):
-            raise ValueError(f"{jax.tree_util.keystr(where)} has shape {jax.numpy.shape(got)} "
-                             f"in the checkpoint, {jax.numpy.shape(want)} in the configuration")
-    return raw.replace(key=jax.random.wrap_key_data(raw.key))
-
-
-def load_params(algo, path: str | os.PathLike, seed: int = 0):
-    """The network parameters of the checkpoint ``path`` (written by
-    :func:`train_with_checkpoints`) as ``algo``'s parameters, whatever the rest of the checkpoint's
-    configuration (trial length, batch, optimiser and its schedules): the start of a run that
-    carries a network over from another setting (``--init-from``). Its parameter tree must be
-    ``algo``'s, leaf for leaf and shape for shape (the same memory, width and critic core),
-    else a ``ValueError`` that names the first difference."""
-    from flax import serialization
-
-    template = algo.init(jax.random.key(seed)).params
     raw = serialization.msgpack_restore(Path(path).read_bytes())
-    if not isinstance(raw, dict) or "params" not in raw:
-        raise ValueError(f"{path}: not a checkpoint of train_with_checkpoints (no 'params')")
-    want = jax.tree_util.tree_flatten_with_path(template)[0]
-    got = dict(jax.tree_util.tree_flatten_with_path(raw["params"])[0])
+    tree = raw
+    if entry is not None:
+        if not isinstance(raw, dict) or entry not in raw:
+            raise ValueError(f"{path}: not a checkpoint of train_with_checkpoints (no '{entry}')")
+        tree = raw[entry]
+    want = jax.tree_util.tree_flatten_with_path(serialization.to_state_dict(template))[0]
+    got = dict(jax.tree_util.tree_flatten_with_path(tree)[0])
     for where, leaf in want:
         if where not in got:
-            raise ValueError(f"{path}: no parameter {jax.tree_util.keystr(where)} (the "
-                             "checkpoint's network differs from this configuration's)")
+            raise ValueError(f"{path}: no {jax.tree_util.keystr(where)} (the checkpoint's "
+                             "network or optimiser differs from this configuration's)")
         if jax.numpy.shape(got[where]) != jax.numpy.shape(leaf):
             raise ValueError(f"{path}: {jax.tree_util.keystr(where)} has shape "
                              f"{jax.numpy.shape(got[where])} in the checkpoint, "
                              f"{jax.numpy.shape(leaf)} in the configuration")
     if len(got) != len(want):
         extra = sorted(jax.tree_util.keystr(w) for w in set(got) - {w for w, _ in want})
-        raise ValueError(f"{path}: parameters this configuration does not have: {extra[:3]} "
-                         "(the checkpoint's network differs from this configuration's)")
-    return serialization.from_state_dict(template, raw["params"])
+        raise ValueError(f"{path}: entries this configuration does not have: {extra[:3]} (the "
+                         "checkpoint's network or optimiser differs from this configuration's)")
+    return serialization.from_state_dict(template, tree), raw
+
+
+def load_state(algo, path: str | os.PathLike, seed: int = 0):
+    """The TrainState of ``algo`` in the checkpoint ``path`` (written by
+    :func:`train_with_checkpoints`; the key stored as raw key data). Its tree must be the
+    TrainState's, leaf for leaf and shape for shape, else a ``ValueError`` naming the first
+    difference."""
+    template = algo.init(jax.random.key(seed))
+    template = template.replace(key=jax.random.key_data(template.key))
+    state, _ = _restore_like(template, path)
+    return state.replace(key=jax.random.wrap_key_data(state.key))
+
+
+def load_params(algo, path: str | os.PathLike, seed: int = 0) -> tuple[Any, int]:
+    """The network parameters of the checkpoint ``path`` (written by
+    :func:`train_with_checkpoints`) as ``algo``'s parameters, whatever the rest of the checkpoint's
+    configuration (trial length, batch, optimiser and its schedules): the start of a run that
+    carries a network over from another setting (``--init-from``). Its parameter tree must be
+    ``algo``'s, leaf for leaf and shape for shape (the same memory, width and critic core),
+    else a ``ValueError`` that names the first difference.
+
+    Returns ``(params, iteration)``: the meta-iteration the checkpoint was written at."""
+    params, raw = _restore_like(algo.init(jax.random.key(seed)).params, path, entry="params")
+    if "iteration" not in raw:
+        raise ValueError(f"{path}: not a checkpoint of train_with_checkpoints (no 'iteration')")
+    return params, int(raw["iteration"])
 
 
 def train_with_checkpoints(algo, iterations: int, chunk: int, ckpt_dir: Path, name: str,

@@ -339,7 +339,7 @@ def main(argv=None) -> dict:
                          f"{source_n}:{k} to at least {at} iterations into the same --ckpt-dir "
                          "first (it keeps that state), or pass --init-from")
             init_from[name] = str(path)
-        init = None if init_from[name] is None else _common.load_params(algo, init_from[name])
+        init = None if init_from[name] is None else _common.load_params(algo, init_from[name])[0]
         state, history = _common.train_with_checkpoints(
             algo, iterations, args.chunk if not args.quick else 10, ckpt_dir,
             ckpt_name(run_cfg, n, k), args.resume, log, record, keep_every=args.keep_every,
@@ -382,7 +382,8 @@ def main(argv=None) -> dict:
         if len(tput) > 1:
             headline["lstm_train_steps_per_s"] = tput[1]["steps_per_s"]
     config = {
-        "settings": settings, "iterations": iters_by_n, "test_tasks": test_tasks,
+        "settings": settings, "iterations": {n: iters_by_n[n] for n, _ in settings},
+        "test_tasks": test_tasks,
         "init_from": init_from,
         "num_tasks_schedule": {f"n{n}_k{k}": batch_phases[n] for n, k in settings},
         "rl2": {f"n{n}": {f.name: getattr(run_config(n), f.name)

@@ -29,7 +29,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import serialization
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
@@ -111,7 +110,7 @@ def main(argv=None) -> dict:
     totals, rows = [], []
     for path in checkpoints:
         try:
-            params = _common.load_params(algo, path)
+            params, iteration = _common.load_params(algo, path)
         except (ValueError, KeyError, TypeError) as e:
             raise SystemExit(f"{path}: does not restore into the {env_name} n={n} "
                              f"configuration (cell {config.cell}; --cell?): {e}") from None
@@ -119,7 +118,6 @@ def main(argv=None) -> dict:
         ev = evaluate(algo, state, tasks.test, jax.random.key(args.key), test_tasks)
         total = np.asarray(jnp.sum(ev.returns, axis=-1))
         totals.append(total)
-        iteration = int(serialization.msgpack_restore(path.read_bytes())["iteration"])
         rows.append({"checkpoint": str(path), "iteration": iteration, **_common.mean_sem(total)})
     steps = [{"from": rows[i]["iteration"], "to": rows[i + 1]["iteration"],
               **paired(totals[i], totals[i + 1])} for i in range(len(rows) - 1)]

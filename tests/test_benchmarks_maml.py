@@ -6,13 +6,19 @@ headline keys each issue names.)
 """
 
 import argparse
+import dataclasses
 import importlib
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
+
+import jmeta
+from jmeta.algorithms import rl2
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -170,11 +176,6 @@ def test_rl2_bandits_curriculum_starts_a_setting_from_anothers_kept_state(tmp_pa
     """CURRICULUM {20: (10, 4)}: the n = 10 run keeps its state at iteration 4 and the n = 20
     setting plays that network (0 iterations of its own); without the kept state the script
     says what to run first."""
-    import json
-
-    import jax
-    import numpy as np
-
     bench = _import_bench("rl2_bandits")
     _common = _import_bench("_common")
     monkeypatch.setattr(bench, "CURRICULUM", {20: (10, 4)})
@@ -188,17 +189,15 @@ def test_rl2_bandits_curriculum_starts_a_setting_from_anothers_kept_state(tmp_pa
     kept = ckpt / "quick" / "kept" / "n10_k5_4.msgpack"
     config = json.loads(out.read_text())["config"]
     assert config["init_from"] == {"n10_k5": None, "n20_k5": str(kept)}
-    import jmeta
-    from jmeta.algorithms import rl2
     env, tasks = jmeta.make("bandit", num_arms=5)
     algo10 = rl2.make(bench.rl2_config(10, True), env, tasks)
     assert int(_common.load_state(algo10, kept).iteration) == 4
-    algo20 = rl2.make(bench.rl2_config(20, True), env, tasks)
-    state20 = _common.load_state(algo20, ckpt / "quick" / "n20_k5.msgpack") if (
-        ckpt / "quick" / "n20_k5.msgpack").exists() else None
-    assert state20 is None  # 0 iterations: nothing trained, nothing written for n = 20
+    # 0 iterations: nothing trained, so nothing written for n = 20
+    assert not (ckpt / "quick" / "n20_k5.msgpack").exists()
     # the table's RL² entry is that network's play on the script's test tasks
-    params = _common.load_params(algo20, kept)
+    algo20 = rl2.make(bench.rl2_config(20, True), env, tasks)
+    params, iteration = _common.load_params(algo20, kept)
+    assert iteration == 4
     ev = jmeta.evaluate(algo20, algo20.init(jax.random.key(0)).replace(params=params), tasks.test,
                         jax.random.key(2024), 20)
     table = json.loads(out.read_text())["tables"]["n20_k5"]["rl2"]
@@ -255,8 +254,6 @@ def test_rl2_probe_flags_give_only_what_was_passed():
 
 
 def _tiny_rl2(num_tasks: int = 4):
-    import jmeta
-    from jmeta.algorithms import rl2
     env, tasks = jmeta.make("bandit", num_arms=3)
     return rl2.make(rl2.Config(num_tasks=num_tasks, trial_episodes=3, hidden_size=8,
                                num_minibatches=2, num_epochs=1), env, tasks)
@@ -266,10 +263,6 @@ def test_checkpointed_training_resumes_exactly_after_a_kill_between_its_writes(t
     """benchmarks/_common.train_with_checkpoints writes the history, then the state, each by a
     rename: a kill between the two leaves a history ahead of the state, which resume cuts back;
     the resumed run ends where an uninterrupted one does."""
-    import json
-
-    import jax
-    import numpy as np
     _common = _import_bench("_common")
     algo, record = _tiny_rl2(), lambda m, i: {"trial_return": float(m["trial_return"][i])}
     quiet = lambda msg: None  # noqa: E731
@@ -305,9 +298,6 @@ def test_checkpointed_training_phases_switch_the_batch_at_their_iteration(tmp_pa
     """``phases``: from iteration 3 on the run trains with 8 trials per iteration instead of 4;
     the same as training 3 iterations with one algorithm and then 2 with the other, whatever the
     chunk and wherever the run resumes."""
-    import jax
-    import numpy as np
-
     _common = _import_bench("_common")
     small, big = _tiny_rl2(4), _tiny_rl2(8)
     record = lambda m, i: {"trial_return": float(m["trial_return"][i])}  # noqa: E731
@@ -342,13 +332,8 @@ def test_init_params_carry_a_network_across_trial_lengths(tmp_path):
     """``load_params`` + ``init_params``: a run of another trial length and batch (3-pull trials,
     4 trials) starts from a 5-pull, 8-trial run's network with a fresh optimiser at iteration 0;
     a network of another shape is refused, naming the parameter."""
-    import dataclasses
 
-    import jax
-    import numpy as np
 
-    import jmeta
-    from jmeta.algorithms import rl2
 
     _common = _import_bench("_common")
     record = lambda m, i: {"trial_return": float(m["trial_return"][i])}  # noqa: E731
@@ -361,7 +346,8 @@ def test_init_params_carry_a_network_across_trial_lengths(tmp_path):
                                                 record)
     target = rl2.make(dataclasses.replace(cfg, num_tasks=4, trial_episodes=3,
                                           learning_rate_schedule=()), env, tasks)
-    params = _common.load_params(target, tmp_path / "a" / "x.msgpack")
+    params, iteration = _common.load_params(target, tmp_path / "a" / "x.msgpack")
+    assert iteration == 3
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(trained.params)):
         np.testing.assert_array_equal(a, b)
     state, hist = _common.train_with_checkpoints(target, 0, 2, tmp_path / "b", "y", False, quiet,
@@ -380,16 +366,21 @@ def test_init_params_carry_a_network_across_trial_lengths(tmp_path):
     with pytest.raises(ValueError, match=r"has shape \(.*8.*\) in the checkpoint"):
         _common.load_params(wider, tmp_path / "a" / "x.msgpack")
     critic = rl2.make(dataclasses.replace(cfg, separate_critic=True), env, tasks)
-    with pytest.raises(ValueError, match="network differs"):
+    with pytest.raises(ValueError, match="differs from this configuration"):
         _common.load_params(critic, tmp_path / "a" / "x.msgpack")
     (tmp_path / "junk.msgpack").write_bytes(b"\x93\x01\x02\x03")  # a msgpack list
     with pytest.raises(ValueError, match="no 'params'"):
         _common.load_params(target, tmp_path / "junk.msgpack")
+    # load_state checks the whole TrainState the same way: another width or another critic
+    # core is refused, naming the entry
+    with pytest.raises(ValueError, match=r"has shape \(.*8.*\) in the checkpoint"):
+        _common.load_state(wider, tmp_path / "a" / "x.msgpack")
+    with pytest.raises(ValueError, match="differs from this configuration's"):
+        _common.load_state(critic, tmp_path / "a" / "x.msgpack")
+    assert int(_common.load_state(source, tmp_path / "a" / "x.msgpack").iteration) == 3
 
 
 def test_keep_at_keeps_that_iterations_state_whatever_the_chunk(tmp_path):
-    import jax
-    import numpy as np
 
     _common = _import_bench("_common")
     algo = _tiny_rl2()
