@@ -15,6 +15,8 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from jmeta.cli import int_at_least
+
 
 def machine_info() -> dict[str, Any]:
     """CPU/GPU model, core count and library versions, for the JSON's ``"machine"`` field."""
@@ -122,11 +124,8 @@ def mean_sem(x) -> dict[str, float]:
     return {"mean": float(x.mean()), "sem": float(x.std() / np.sqrt(len(x)))}
 
 
-def positive_int(text: str) -> int:
-    """An argparse ``type``: a positive integer, else a usage error."""
-    if not re.fullmatch(r"[1-9]\d*", text):
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
+#: An argparse ``type``: a positive int, else a usage error (the ``jmeta`` CLI's own parser).
+positive_int = int_at_least(1)
 
 
 def with_memory(setting: dict[str, Any], cell: str | None) -> dict[str, Any]:

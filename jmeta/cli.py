@@ -86,7 +86,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 # --- helpers ------------------------------------------------------------------------------------
-def _int_at_least(minimum: int):
+def int_at_least(minimum: int):
     """An argparse ``type`` for ints >= ``minimum`` (argparse prefixes the option's name)."""
     what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
 
@@ -766,15 +766,15 @@ def _parser() -> _Parser:
     t.add_argument("algo", nargs="?", default=None, help="algorithm (`jmeta algos` lists them)")
     t.add_argument("--env", default=None, help="environment (`jmeta envs` lists them)")
     t.add_argument("--logdir", required=True, help="run directory (resumed if it has checkpoints)")
-    t.add_argument("--iterations", type=_int_at_least(1), default=None,
+    t.add_argument("--iterations", type=int_at_least(1), default=None,
                    help="meta-iterations to reach (counting those already in LOGDIR)")
     t.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="set an algorithm config field (repeatable; task.FIELD=VALUE for the env)")
     t.add_argument("--config", default=None, metavar="FILE.yaml", help="YAML config file")
-    t.add_argument("--chunk", type=_int_at_least(1), default=None,
+    t.add_argument("--chunk", type=int_at_least(1), default=None,
                    help="iterations per jitted chunk (default 10)")
-    t.add_argument("--seed", type=_int_at_least(0), default=None)
-    t.add_argument("--devices", type=_int_at_least(1), default=None, metavar="N",
+    t.add_argument("--seed", type=int_at_least(0), default=None)
+    t.add_argument("--devices", type=int_at_least(1), default=None, metavar="N",
                    help="shard each task batch over N devices (maml-rl, rl2; num_tasks divisible "
                         "by N; on CPU, N host devices sharing the cores; see jmeta.sharding)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -785,7 +785,7 @@ def _parser() -> _Parser:
     t.add_argument("--replay-ratio", type=_fraction, default=None, metavar="R",
                    help="fraction of each iteration's tasks replayed from earlier stages "
                         "(default 0.3; 0: no replay)")
-    t.add_argument("--replay-capacity", type=_int_at_least(1), default=None, metavar="N",
+    t.add_argument("--replay-capacity", type=int_at_least(1), default=None, metavar="N",
                    help="replay buffer slots (default 100)")
     t.add_argument("--replay-buffer", choices=("reservoir", "ring"), default=None,
                    help="buffer kind (default reservoir: a uniform sample of all tasks seen)")
@@ -793,10 +793,10 @@ def _parser() -> _Parser:
     e = sub.add_parser("evaluate", help="meta-test a run: return after 0..K adaptation steps")
     e.add_argument("run_dir")
     e.add_argument("--split", choices=("test", "ood", "train"), default="test")
-    e.add_argument("--steps", type=_int_at_least(1), default=None,
+    e.add_argument("--steps", type=int_at_least(1), default=None,
                    help="adaptation steps K (gradient-based algorithms; default: the config's)")
-    e.add_argument("--tasks", type=_int_at_least(1), default=40)
-    e.add_argument("--seed", type=_int_at_least(0), default=123)
+    e.add_argument("--tasks", type=int_at_least(1), default=40)
+    e.add_argument("--seed", type=int_at_least(0), default=123)
 
     d = sub.add_parser("doctor", help="diagnose a run from its logged curves")
     d.add_argument("run_dir")
@@ -820,24 +820,24 @@ def _parser() -> _Parser:
     r.add_argument("algo", nargs="?", default=None, help="maml-rl or rl2")
     r.add_argument("--env", default=None)
     r.add_argument("--run-dir", required=True, help="run directory (checkpoints; resumed)")
-    r.add_argument("--iterations", type=_int_at_least(1), default=None)
+    r.add_argument("--iterations", type=int_at_least(1), default=None)
     r.add_argument("--set", action="append", metavar="FIELD=VALUE", help="as for train")
     r.add_argument("--config", default=None, metavar="FILE.yaml", help="as for train")
-    r.add_argument("--seed", type=_int_at_least(0), default=None)
-    r.add_argument("--tasks-per-batch", type=_int_at_least(1), default=None,
+    r.add_argument("--seed", type=int_at_least(0), default=None)
+    r.add_argument("--tasks-per-batch", type=int_at_least(1), default=None,
                    help="tasks per sampler batch (divides num_tasks; default <= 5)")
-    r.add_argument("--max-lag", type=_int_at_least(0), default=0,
+    r.add_argument("--max-lag", type=int_at_least(0), default=0,
                    help="use batches sampled up to this many parameter versions ago")
     r.add_argument("--ack-wait", type=_positive_float, default=30.0, metavar="S")
-    r.add_argument("--checkpoint-every", type=_int_at_least(1), default=1)
+    r.add_argument("--checkpoint-every", type=int_at_least(1), default=1)
     r.add_argument("--drain", action="store_true",
                    help="after the last iteration, consume what is left in the stream")
     r.add_argument("--no-tensorboard", action="store_true")
     _add_nats_args(r)
     s = sub.add_parser("sampler", help="sample and adapt on task batches for a trainer")
     s.add_argument("--sampler-id", default=None, help="default $JMETA_SAMPLER_ID, else HOST-PID")
-    s.add_argument("--max-batches", type=_int_at_least(1), default=None)
-    s.add_argument("--seed", type=_int_at_least(0), default=None)
+    s.add_argument("--max-batches", type=int_at_least(1), default=None)
+    s.add_argument("--seed", type=int_at_least(0), default=None)
     s.add_argument("--log", default=None, metavar="FILE.jsonl",
                    help="append a line per stored batch")
     s.add_argument("--wait", type=_positive_float, default=60.0, metavar="S",

@@ -61,9 +61,12 @@ def test_bad_frame_skip_is_a_usage_error():
     proc = subprocess.run([sys.executable, str(BENCH_DIR / "maml_rl_mjx.py"),
                            "--cheetah-frame-skip", "0"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert "expected a positive integer, got '0'" in proc.stderr
+    assert "--cheetah-frame-skip: expected a positive int, got 0" in proc.stderr
     _common = _import_bench("_common")
     assert _common.positive_int("5") == 5
+    for bad in ("0", "-2", "x", "1.5", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected a positive int"):
+            _common.positive_int(bad)
 
 
 @pytest.mark.parametrize("module,args", [("rl2_bandits", (500, False)),
