@@ -166,7 +166,7 @@ def test_rl2_script_help_gives_the_constants(capsys):
                          "1e-4 from iteration 4,440 at n = 10")),
             ("rl2_bandits", ("10:5,100:10,500:10", "10:3000,100:1250,500:0",
                              "1,024 from iteration 1,000 at n = 100",
-                             "n = 500 from the n = 100 run's iteration 600",
+                             "n = 500 from the n = 100 run's iteration 900",
                              "1e-4 from iteration 600 at n = 100",
                              "0.01 from iteration 400 at n = 100"))):
         with pytest.raises(SystemExit):
@@ -423,7 +423,7 @@ def test_rl2_checkpoints_paired_difference_by_hand():
     (["mdp", "a.msgpack", "b.msgpack"], "give the benchmark (bandit or mdp), --n"),
     (["mdp", "--n", "10", "nowhere/a.msgpack", "nowhere/b.msgpack"],
      "no checkpoint file nowhere/a.msgpack"),
-    (["bandit", "--n", "0", "a.msgpack", "b.msgpack"], "expected a positive integer, got '0'"),
+    (["bandit", "--n", "0", "a.msgpack", "b.msgpack"], "--n: expected a positive int, got 0"),
 ])
 def test_rl2_checkpoints_bad_arguments_are_usage_errors(args, message):
     proc = subprocess.run([sys.executable, str(BENCH_DIR / "rl2_checkpoints.py"), *args],
@@ -461,7 +461,7 @@ def test_chunk_and_test_tasks_must_be_positive(name, flag, capsys):
     with pytest.raises(SystemExit) as exit_info:
         _import_bench(name).main([flag, "0"])
     assert exit_info.value.code == 2
-    assert "expected a positive integer, got '0'" in capsys.readouterr().err
+    assert f"{flag}: expected a positive int, got 0" in capsys.readouterr().err
 
 
 if __name__ == "__main__":
