@@ -97,8 +97,9 @@ def rl2_config(n: int, quick: bool, cell: str | None = None, hidden: int = 256,
     #   iteration 400 and Adam 1e-4 from 600 (82.5 at 600 and 82.8 at 800 in resumed probes;
     #   82.94 at 1,000 from scratch on 1,000 test tasks, 82.31 ± 0.18 on 5,000; 82.36 at 1,600:
     #   no gain from more iterations), and since session 20 1,024 trials from iteration 1,000 on
-    #   (TRIALS_SCHEDULE: 82.75 at 1,250; a second run, session 24: 83.24). Undiscounted trials (64, Adam 1e-3) learned more slowly
-    #   (74.6 at 1,500, 76.6 at 4,000); 64 trials at the GRU setting: 76.6 at 2,500.
+    #   (TRIALS_SCHEDULE: 82.75 at 1,250; a second run, session 24: 83.24). Undiscounted trials
+    #   (64, Adam 1e-3) learned more slowly (74.6 at 1,500, 76.6 at 4,000); 64 trials at the GRU
+    #   setting: 76.6 at 2,500.
     # * n > 100: since session 22 not trained at its own length: the n = 100 run's network
     #   (CURRICULUM) plays the 500-pull trials as it is (DEFAULT_ITERATIONS[500] = 0), so the
     #   configuration is n = 100's (the same network; its reward scale), and its optimiser
